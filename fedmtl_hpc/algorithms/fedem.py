@@ -1,0 +1,70 @@
+"""FedEM (Marfoq et al., NeurIPS 2021, Alg. 1): federated EM over M shared components.
+
+Per participating client t, with private mixture weights pi_t:
+  E-step  q_t(m|i) = softmax_m(log pi_tm - l(theta_m; x_i, y_i))      (eq. 9, log space)
+  pi_tm   = mean_i q_t(m|i)                                            (eq. 10)
+  M-step  local SGD on sum_i q_t(m|i) l(theta_m; x_i, y_i), every m    (eq. 11)
+The engine then averages each component with weights n_t / n. Prediction is
+the pi-weighted mixture of the components' softmax outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Algorithm, LocalResult
+from .sgd import local_sgd
+
+__all__ = ["FedEM", "e_step", "mixture_nll", "fit_mixture_weights"]
+
+
+def e_step(log_pi: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """Responsibilities ``q [M, n]`` from ``log_pi [M]`` and per-sample losses ``[M, n]``."""
+    return torch.softmax(log_pi[:, None] - losses, dim=0)
+
+
+def mixture_nll(log_pi: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the mixture: -mean_i log sum_m pi_m exp(-l_mi)."""
+    return -torch.logsumexp(log_pi[:, None] - losses, dim=0).mean()
+
+
+def fit_mixture_weights(pi: torch.Tensor, losses: torch.Tensor, iters: int, tol: float = 1e-10) -> torch.Tensor:
+    """EM on pi alone with the components fixed (adaptation of an unseen client)."""
+    for _ in range(iters):
+        new = e_step(torch.log(pi), losses).mean(dim=1)
+        done = float((new - pi).abs().max()) < tol
+        pi = new
+        if done:
+            break
+    return pi
+
+
+class FedEM(Algorithm):
+    name = "fedem"
+
+    @property
+    def n_shared(self) -> int:
+        return self.cfg.algorithm.n_components
+
+    def state_shapes(self):
+        return {"pi": (self.n_shared,)}
+
+    def init_state(self, cid):
+        return {"pi": torch.full((self.n_shared,), 1.0 / self.n_shared, device=self.device)}
+
+    def local_update(self, data, shared, state, gen):
+        losses = self.model.per_sample_loss_chunked(shared, data.x_train, data.y_train)
+        log_pi = torch.log(state["pi"])
+        nll = float(mixture_nll(log_pi, losses))
+        q = e_step(log_pi, losses)
+        state["pi"].copy_(q.mean(dim=1))
+        theta = shared.clone()
+        local_sgd(self.model, theta, data.x_train, data.y_train, self.cfg.train, gen, weights=q)
+        return LocalResult(theta, nll)
+
+    def predict_proba(self, x, shared, state):
+        return torch.einsum("m,mbc->bc", state["pi"], self.model.proba_chunked(shared, x))
+
+    def adapt(self, data, shared, state):
+        losses = self.model.per_sample_loss_chunked(shared, data.x_train, data.y_train)
+        state["pi"].copy_(fit_mixture_weights(state["pi"].clone(), losses, self.cfg.algorithm.adapt_iters))

@@ -1,0 +1,30 @@
+"""Local: every client trains its own model and nothing is exchanged."""
+
+from __future__ import annotations
+
+from .base import Algorithm, LocalResult, _int_seed
+from .sgd import local_sgd
+from ..params import fresh_vector
+
+__all__ = ["Local"]
+
+
+class Local(Algorithm):
+    name = "local"
+    n_shared = 0
+
+    def state_shapes(self):
+        return {"params": (1, self.model.n_params)}
+
+    def init_state(self, cid):
+        v = fresh_vector(self.model, self.factory, _int_seed(self.cfg.run.seed, 1, cid))
+        return {"params": v[None].to(self.device)}
+
+    def local_update(self, data, shared, state, gen):
+        theta = state["params"].clone()
+        loss = local_sgd(self.model, theta, data.x_train, data.y_train, self.cfg.train, gen)
+        state["params"].copy_(theta)
+        return LocalResult(None, loss)
+
+    def predict_proba(self, x, shared, state):
+        return self.model.proba_chunked(state["params"], x)[0]

@@ -1,0 +1,65 @@
+"""Local SGD on a flat ``[K, P]`` stack: the M-step of FedEM, the local step of FedAvg.
+
+All K rows train at once on the same minibatches: row k minimises
+``(1/B) sum_i w_ki l(theta_k; x_i, y_i)``; the rows are independent, so the
+gradient of the summed objective w.r.t. the stack is each row's gradient.
+Semantics follow torch.optim.SGD (dampening 0, no Nesterov); momentum
+buffers live for one call (one local round), so there is no optimizer state
+to carry between rounds.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from ..config import TrainConfig
+from ..params import FlatModel
+
+__all__ = ["batches", "local_sgd"]
+
+
+def batches(n: int, cfg: TrainConfig, gen: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """Index batches: ``local_epochs`` reshuffled passes, or exactly ``local_steps`` batches."""
+    steps = 0
+    while True:
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, cfg.batch_size):
+            yield perm[i:i + cfg.batch_size]
+            steps += 1
+            if cfg.local_steps and steps == cfg.local_steps:
+                return
+        if not cfg.local_steps and steps >= cfg.local_epochs * -(-n // cfg.batch_size):
+            return
+
+
+def local_sgd(model: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+              cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None = None,
+              extra_grad: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Train ``theta [K, P]`` in place; returns the mean minibatch objective.
+
+    weights: ``[K, n]`` per-sample weights (None: all ones).
+    extra_grad: optional ``theta -> [K, P]`` gradient of a regulariser
+    (proximal terms of FedProx / Ditto plug in here).
+    """
+    buf = torch.zeros_like(theta) if cfg.momentum > 0 else None
+    total, count = 0.0, 0
+    for idx in batches(len(y), cfg, gen, theta.device):
+        leaf = theta.detach().requires_grad_(True)
+        loss = model.per_sample_loss(leaf, x[idx], y[idx])
+        if weights is not None:
+            loss = loss * weights[:, idx]
+        obj = loss.sum() / len(idx)
+        (grad,) = torch.autograd.grad(obj, leaf)
+        with torch.no_grad():
+            if cfg.weight_decay:
+                grad.add_(theta, alpha=cfg.weight_decay)
+            if extra_grad is not None:
+                grad.add_(extra_grad(theta))
+            if buf is not None:
+                grad = buf.mul_(cfg.momentum).add_(grad)
+            theta.add_(grad, alpha=-cfg.lr)
+        total += float(obj.detach())
+        count += 1
+    return total / max(count, 1)

@@ -1,0 +1,129 @@
+"""Side effects of the round loop: evaluation, metrics files, progress, checkpoints.
+
+Each callback owns its policy (*when*) and calls a module that knows *how*
+(``metrics.py``, ``checkpoint.py``). Callbacks that communicate (evaluation,
+checkpoint gathering) make the same decision on every rank, from the round
+number and the reduced stop flag only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .config import config_to_yaml
+
+__all__ = ["Evaluate", "WriteMetrics", "Progress", "Checkpoint", "snapshot"]
+
+
+class Callback:
+    def on_train_begin(self, engine) -> None: ...
+    def after_round(self, engine, stats) -> None: ...
+    def on_train_end(self, engine, status: str) -> None: ...
+
+
+class Evaluate(Callback):
+    """Every ``every`` rounds and after the last: evaluate and append a metrics row."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self.window = {"bytes_exchanged": 0.0, "t_compute": 0.0, "t_exchange": 0.0}
+
+    def after_round(self, engine, stats):
+        w = self.window
+        w["bytes_exchanged"] += stats.bytes_exchanged
+        w["t_compute"] += stats.t_compute
+        w["t_exchange"] += stats.t_exchange
+        if stats.stop or not (stats.round % self.every == 0 or stats.round == engine.cfg.run.rounds):
+            return
+        t0 = time.perf_counter()
+        row = engine.evaluate()
+        row.update(w, round=stats.round, train_loss=stats.train_loss, t_eval=time.perf_counter() - t0,
+                   t_checkpoint=engine.timers["t_checkpoint"])
+        engine.timers["t_checkpoint"] = 0.0
+        row.update(stats.extra)
+        engine.metrics.append(row)
+        for k in w:
+            w[k] = 0.0
+
+
+class WriteMetrics(Callback):
+    """Rank 0: mirror the table to metrics.csv / metrics.h5 whenever it grows."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir, self.n = run_dir, None
+
+    def on_train_begin(self, engine):
+        self.n = len(engine.metrics.rows)
+
+    def after_round(self, engine, stats):
+        if len(engine.metrics.rows) != self.n:
+            engine.metrics.write(self.run_dir)
+            self.n = len(engine.metrics.rows)
+
+
+class Progress(Callback):
+    """Rank 0: a line per metrics row; on a terminal also a live per-round status."""
+
+    def __init__(self, log, stream=sys.stdout):
+        self.log, self.tty = log, stream.isatty()
+        self.stream, self.n, self.t, self.prev = stream, 0, None, 0
+
+    def on_train_begin(self, engine):
+        self.n, self.t, self.prev = len(engine.metrics.rows), time.perf_counter(), engine.round
+
+    def after_round(self, engine, stats):
+        now = time.perf_counter()
+        spr, self.t = now - self.t, now
+        if self.tty:
+            self.stream.write(f"\rround {stats.round}/{engine.cfg.run.rounds}  loss {stats.train_loss:.4f}  "
+                              f"{spr:.3f} s/round ")
+            self.stream.flush()
+        if len(engine.metrics.rows) != self.n:
+            self.n = len(engine.metrics.rows)
+            r = engine.metrics.last()
+            per_round = (r["t_compute"] + r["t_exchange"]) / max(stats.round - self.prev, 1)
+            self.prev = stats.round
+            self.log(("\r" if self.tty else "") + f"round {int(r['round']):>5}/{engine.cfg.run.rounds}  "
+                     f"train_loss {r['train_loss']:.4f}  test_acc {r['test_acc_mean']:.4f} "
+                     f"(p10 {r['test_acc_p10']:.4f})  {per_round:.3f} s/round")
+
+
+class Checkpoint(Callback):
+    """Every ``every`` rounds, after the last round and on a stop: gather state, rank 0 writes."""
+
+    def __init__(self, directory: str, every: int, keep: int, log):
+        self.directory, self.every, self.keep, self.log = directory, every, keep, log
+        self.last_path = None
+
+    def after_round(self, engine, stats):
+        due = stats.stop or stats.round == engine.cfg.run.rounds or (self.every and stats.round % self.every == 0)
+        if not due:
+            return
+        t0 = time.perf_counter()
+        snap = snapshot(engine)
+        if engine.comm.rank == 0:
+            self.last_path = ckpt.save(snap, self.directory, self.keep)
+        engine.timers["t_checkpoint"] += time.perf_counter() - t0
+
+
+def snapshot(engine) -> ckpt.Snapshot | None:
+    """Gather every client's state to rank 0 and build the Snapshot (None on other ranks)."""
+    comm, cfg = engine.comm, engine.cfg
+    states = {k: comm.gather_rows(t.detach().cpu().numpy(), engine.counts) for k, t in engine.store.tensors.items()}
+    weights = comm.gather_rows(np.asarray(engine.weights, dtype=np.float64), engine.counts)
+    if comm.rank != 0:
+        return None
+    return ckpt.Snapshot(
+        round=engine.round, algorithm=cfg.algorithm.name, config_text=config_to_yaml(cfg),
+        shared=engine.shared.detach().cpu().numpy(), layout=engine.model.layout.as_dict(),
+        client_ids=np.arange(engine.dataset.n_clients, dtype=np.int64), client_weight=weights,
+        client_state=states, seed=cfg.run.seed, partition=engine.dataset.partition_info(),
+        optimizer={"kind": "sgd", "lr": cfg.train.lr, "momentum": cfg.train.momentum,
+                   "weight_decay": cfg.train.weight_decay,
+                   "note": "local SGD momentum buffers restart every round: no optimizer state carries over"},
+        metrics=engine.metrics.deterministic(),
+        attrs={"rounds_total": cfg.run.rounds, "world_size": comm.size})

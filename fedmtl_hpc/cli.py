@@ -1,0 +1,84 @@
+"""``fedmtl-hpc``: run | resume | inspect.
+
+Launched under ``mpiexec``/``srun`` (each process is one rank) or alone as
+one rank. Exit codes: 0 done, 2 bad input (config, data, checkpoint,
+arguments), 3 stopped by a signal after a checkpoint (requeue), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, FedMTLError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's own would print the usage too)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fedmtl-hpc", description="Federated multi-task learning as an MPI job.")
+    p.add_argument("--version", action="version", version=f"fedmtl_hpc {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="start a new run from a YAML config")
+    r.add_argument("config")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    r.add_argument("--run-dir", help="run directory (default runs/<name>-<job id or time>)")
+    s = sub.add_parser("resume", help="continue a run from its newest valid checkpoint")
+    s.add_argument("run_dir")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change run.rounds, run.stop_after, run.eval_every or checkpoint.*")
+    i = sub.add_parser("inspect", help="show what a checkpoint holds")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    return p
+
+
+def _inspect(path: str, as_json: bool) -> int:
+    from .checkpoint import verify
+    info = verify(path)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{path}: fedmtl_hpc checkpoint format {info['format_version']} ({info['producer']}), verified")
+    print(f"  round {info['round']}/{info.get('rounds_total', '?')}, algorithm {info['algorithm']}, "
+          f"{info['n_clients']} clients, {info['n_shared']} shared component(s) x {info['n_params']} params")
+    print(f"  config sha256 {info['config_sha256']}, partition {info['partition']}")
+    for name, shape in sorted(info["datasets"].items()):
+        print(f"  /{name:<28} {shape}")
+    return 0
+
+
+def _bad(msg: str, rank0: bool) -> int:
+    if rank0:
+        print(msg, file=sys.stderr, flush=True)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    rank0 = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0"
+    try:
+        if args.cmd == "inspect":
+            return _inspect(args.file, args.json)
+        from . import runner  # imports torch and mpi4py: only for the commands that train
+        if args.cmd == "run":
+            return runner.run(args.config, args.set, args.run_dir)
+        return runner.resume(args.run_dir, args.set)
+    except FedMTLError as exc:  # raised identically on every rank before any collective
+        if exc.exit_code == EXIT_BAD_INPUT:
+            return _bad(str(exc), rank0)
+        print(str(exc), file=sys.stderr, flush=True)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The round loop. It knows the phases, not MPI internals, files or metrics.
+
+Per round: sample clients (same seeded answer on every rank), local work for
+each of the rank's participating clients, reduce the rank's contributions
+locally into one float64 buffer, ONE in-place all-reduce, finish the
+aggregate. Evaluation, metrics, checkpoints, progress and stop handling are
+callbacks (``callbacks.py``). The reduced buffer's layout is:
+
+    [ sum_t w_t theta_t (K*P) | sum_t w_t | sum_sampled w_t | sum_sampled w_t loss_t | stop votes ]
+
+where non-sampled clients contribute w_t * theta_global (the unbiased rule
+for partial participation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import rng, signals
+from .algorithms import ALGORITHMS
+from .config import Config
+from .data.base import ClientData, contiguous_block
+from .errors import NumericalError
+from .metrics import MetricsTable
+
+__all__ = ["Engine", "RoundStats", "sample_clients"]
+
+_W, _WS, _LOSS, _STOP = range(4)  # slots after the parameters
+
+
+def sample_clients(seed: int, rnd: int, n: int, participation: float) -> np.ndarray:
+    """Boolean mask ``[n]`` of the clients taking part in round ``rnd`` (identical on all ranks)."""
+    if participation >= 1.0:
+        return np.ones(n, dtype=bool)
+    k = max(1, int(round(participation * n)))
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.np_stream(seed, rng.SAMPLE, rnd).choice(n, size=k, replace=False)] = True
+    return mask
+
+
+@dataclass
+class RoundStats:
+    """What one round produced; callbacks read it."""
+
+    round: int                       # 1-based number of the round just finished
+    train_loss: float
+    t_compute: float
+    t_exchange: float
+    bytes_exchanged: int
+    stop: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class ClientStore:
+    """Private state of a rank's clients: one ``[n_local, *shape]`` tensor per name.
+
+    ``state(i)`` returns row views; algorithms update them with ``copy_``,
+    so one client's update can never reach another client's row.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], n_local: int, device):
+        self.tensors = {k: torch.zeros((n_local, *s), device=device) for k, s in shapes.items()}
+
+    def state(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: t[i] for k, t in self.tensors.items()}
+
+
+class Engine:
+    """Owns the run's state on this rank and runs rounds; see the module docstring."""
+
+    def __init__(self, cfg: Config, comm, dataset, model, factory, device: torch.device):
+        self.cfg, self.comm, self.dataset, self.model = cfg, comm, dataset, model
+        self.device = device
+        self.algo = ALGORITHMS[cfg.algorithm.name](cfg, model, factory, device)
+        n, u = dataset.n_clients, dataset.n_unseen
+        self.train_ids = contiguous_block(n, comm.size, comm.rank)
+        self.unseen_ids = range(n + contiguous_block(u, comm.size, comm.rank).start,
+                                n + contiguous_block(u, comm.size, comm.rank).stop)
+        self.counts = [len(contiguous_block(n, comm.size, r)) for r in range(comm.size)]
+        self.clients: list[ClientData] = [dataset.client(c).to(device) for c in self.train_ids]
+        self.unseen: list[ClientData] = [dataset.client(c).to(device) for c in self.unseen_ids]
+        self.weights = [self.algo.weight(d) for d in self.clients]
+        self.shared = self.algo.init_shared()                       # [K, P] float32
+        self.store = ClientStore(self.algo.state_shapes(), len(self.clients), device)
+        for i, cid in enumerate(self.train_ids):
+            for k, v in self.algo.init_state(cid).items():
+                self.store.tensors[k][i].copy_(v)
+        kp = self.shared.numel()
+        self.buffer = torch.zeros(kp + 4, dtype=torch.float64)      # the one exchanged buffer (CPU)
+        self.round = 0                                               # rounds completed
+        self.callbacks: list = []
+        self.metrics = MetricsTable(("test_acc_unseen",) if dataset.n_unseen else ())
+        self.timers = {"t_checkpoint": 0.0}
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self) -> str:
+        """Run until cfg.run.rounds or a stop signal; returns 'done' or 'stopped'."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        status = "done"
+        while self.round < self.cfg.run.rounds:
+            stats = self.step()
+            for cb in self.callbacks:
+                cb.after_round(self, stats)
+            if stats.stop:
+                status = "stopped"
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self, status)
+        return status
+
+    def step(self) -> RoundStats:
+        """One round: local work, one all-reduce, aggregate."""
+        cfg, r = self.cfg, self.round
+        t0 = time.perf_counter()
+        mask = sample_clients(cfg.run.seed, r, self.dataset.n_clients, cfg.train.participation)
+        kp = self.shared.numel()
+        acc = torch.zeros(kp, dtype=torch.float64, device=self.device)
+        w_all = w_s = loss_s = 0.0
+        idle = 0.0
+        for i, (cid, data) in enumerate(zip(self.train_ids, self.clients)):
+            w = self.weights[i]
+            w_all += w
+            if not mask[cid]:
+                idle += w
+                continue
+            gen = rng.torch_stream(cfg.run.seed, rng.TRAIN, cid, r)
+            res = self.algo.local_update(data, self.shared, self.store.state(i), gen)
+            if not math.isfinite(res.loss):
+                raise NumericalError(f"training loss is {res.loss} on client {cid} in round {r + 1}")
+            if kp:
+                acc.add_(res.params.reshape(-1), alpha=w)
+            w_s += w
+            loss_s += w * res.loss
+        if kp and idle:
+            acc.add_(self.shared.reshape(-1), alpha=idle)
+        buf = self.buffer
+        if kp:
+            buf[:kp].copy_(acc)
+        buf[kp + _W], buf[kp + _WS], buf[kp + _LOSS] = w_all, w_s, loss_s
+        buf[kp + _STOP] = 1.0 if signals.requested() else 0.0
+        t1 = time.perf_counter()
+        self.comm.allreduce_(buf)
+        if kp:
+            new = (buf[:kp] / buf[kp + _W]).to(torch.float32)
+            if not bool(torch.isfinite(new).all()):
+                raise NumericalError(f"aggregated parameters hold NaN or Inf after round {r + 1}")
+            self.shared.copy_(new.view_as(self.shared))
+        t2 = time.perf_counter()
+        self.round = r + 1
+        return RoundStats(round=self.round, train_loss=float(buf[kp + _LOSS] / buf[kp + _WS]),
+                          t_compute=t1 - t0, t_exchange=t2 - t1,
+                          bytes_exchanged=buf.numel() * buf.element_size() * self.comm.size,
+                          stop=bool(buf[kp + _STOP] > 0))
+
+    # -- evaluation ---------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Per-client test accuracy, reduced over ranks (one all-reduce)."""
+        n, u = self.dataset.n_clients, self.dataset.n_unseen
+        v = torch.zeros(2 * (n + u), dtype=torch.float64)
+        with torch.no_grad():
+            for i, data in enumerate(self.clients):
+                v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
+                    [self._correct(data, self.store.state(i)), data.n_test], dtype=torch.float64)
+            for data in self.unseen:
+                state = {k: val.clone() for k, val in self.algo.init_state(data.cid).items()}
+                self.algo.adapt(data, self.shared, state)
+                v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
+                    [self._correct(data, state), data.n_test], dtype=torch.float64)
+        self.comm.allreduce_(v)
+        correct, total = v[0::2].numpy(), v[1::2].numpy()
+        acc = correct[:n] / total[:n]
+        out = {"test_acc_mean": float(acc.mean()),
+               "test_acc_weighted": float(correct[:n].sum() / total[:n].sum()),
+               "test_acc_p10": float(np.percentile(acc, 10))}
+        if u:
+            out["test_acc_unseen"] = float((correct[n:] / total[n:]).mean())
+        return out
+
+    def _correct(self, data: ClientData, state) -> float:
+        p = self.algo.predict_proba(data.x_test, self.shared, state)
+        return float((p.argmax(dim=1) == data.y_test).sum())
+
+    # -- resume -------------------------------------------------------------------
+    def restore(self, snap) -> None:
+        """Load a checkpoint Snapshot whose client rows are this rank's (``checkpoint.load(rows=...)``)."""
+        from .errors import CheckpointError
+        if snap.algorithm != self.cfg.algorithm.name or tuple(snap.shared.shape) != tuple(self.shared.shape):
+            raise CheckpointError(f"checkpoint holds {snap.algorithm} with shared shape {tuple(snap.shared.shape)}, "
+                                  f"the run needs {self.cfg.algorithm.name} with {tuple(self.shared.shape)}")
+        if list(snap.client_ids) != list(self.train_ids):
+            raise CheckpointError("checkpoint client ids do not match this rank's clients")
+        self.shared.copy_(torch.from_numpy(snap.shared))
+        for k, t in self.store.tensors.items():
+            if k not in snap.client_state or tuple(snap.client_state[k].shape) != tuple(t.shape):
+                raise CheckpointError(f"checkpoint client state {k!r} is missing or has the wrong shape")
+            t.copy_(torch.from_numpy(snap.client_state[k]))
+        self.round = snap.round

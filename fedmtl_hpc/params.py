@@ -1,0 +1,111 @@
+"""Flat parameter store: a model's tensors are views into one contiguous vector.
+
+A *stack* is a ``[K, P]`` float32 tensor holding K parameter vectors of the
+same architecture (FedEM's M components, or one for FedAvg). The module is
+only a template: it is evaluated functionally on views of a stack row, so an
+exchange, an average or an SGD step is one operation on one buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+__all__ = ["ParamLayout", "FlatModel", "fresh_vector"]
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names, shapes and offsets of a module's parameters inside a flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    numel: int
+
+    @classmethod
+    def of(cls, module: nn.Module) -> "ParamLayout":
+        names, shapes, offsets, off = [], [], [], 0
+        for name, p in module.named_parameters():
+            names.append(name)
+            shapes.append(tuple(p.shape))
+            offsets.append(off)
+            off += p.numel()
+        return cls(tuple(names), tuple(shapes), tuple(offsets), off)
+
+    def views(self, stack: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views ``[K, *shape]`` into a ``[K, P]`` stack (no copies; gradients flow)."""
+        k = stack.shape[0]
+        return {n: stack[:, o:o + _numel(s)].view(k, *s)
+                for n, s, o in zip(self.names, self.shapes, self.offsets)}
+
+    def as_dict(self) -> list[dict]:
+        return [{"name": n, "shape": list(s), "offset": o}
+                for n, s, o in zip(self.names, self.shapes, self.offsets)]
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+class FlatModel:
+    """Evaluate a module template on stacks of flat parameter vectors.
+
+    A module may define ``forward_stack(views, x) -> [K, B, C]`` (views are
+    ``[K, *shape]``) as a fast path; otherwise ``torch.func.vmap`` over
+    ``functional_call`` is used.
+    """
+
+    def __init__(self, module: nn.Module):
+        for p in module.parameters():
+            p.requires_grad_(False)
+        if any(True for _ in module.buffers()):
+            raise ValueError(f"{type(module).__name__} has buffers; use stateless layers (GroupNorm, not BatchNorm)")
+        self.module = module
+        self.layout = ParamLayout.of(module)
+        self.n_params = self.layout.numel
+
+    def flatten_module(self, module: nn.Module) -> torch.Tensor:
+        """A fresh module's parameters as one ``[P]`` float32 vector (copied)."""
+        return torch.cat([p.detach().reshape(-1) for p in module.parameters()]).to(torch.float32)
+
+    def logits(self, stack: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``[K, P]`` stack, batch x -> logits ``[K, B, C]``."""
+        views = self.layout.views(stack)
+        fast = getattr(self.module, "forward_stack", None)
+        if fast is not None:
+            return fast(views, x)
+        return vmap(lambda v: functional_call(self.module, v, (x,)))(views)
+
+    def per_sample_loss(self, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of every component on every sample: ``[K, B]``."""
+        z = self.logits(stack, x)
+        k, b, c = z.shape
+        return nn.functional.cross_entropy(z.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
+
+    def per_sample_loss_chunked(self, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                                chunk: int = 4096) -> torch.Tensor:
+        """Like per_sample_loss, without gradients, in chunks (bounded memory for big models)."""
+        with torch.no_grad():
+            return torch.cat([self.per_sample_loss(stack, x[i:i + chunk], y[i:i + chunk])
+                              for i in range(0, len(y), chunk)], dim=1) if len(y) else \
+                torch.zeros(stack.shape[0], 0, device=stack.device)
+
+    def proba_chunked(self, stack: torch.Tensor, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Softmax probabilities ``[K, B, C]`` without gradients, in chunks."""
+        with torch.no_grad():
+            return torch.cat([torch.softmax(self.logits(stack, x[i:i + chunk]), dim=-1)
+                              for i in range(0, len(x), chunk)], dim=1)
+
+
+def fresh_vector(model: FlatModel, factory, torch_seed: int) -> torch.Tensor:
+    """Parameters of ``factory()`` built under a private seeded torch RNG, as ``[P]`` float32."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch_seed)
+        return model.flatten_module(factory())

@@ -1,0 +1,254 @@
+"""One rank's job: set up (config, run directory, data, engine), train, report.
+
+Failure rules (DESIGN.md section 8):
+* config errors are found before any collective, identically on every rank:
+  rank 0 prints one line, every rank exits 2;
+* set-up errors (run directory, data, checkpoint) are agreed on with one
+  all-reduce, so no rank is left waiting in a collective: exit 2;
+* any error while training prints ``rank N: <error>`` and aborts the whole job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+import torch
+
+from . import __version__, signals
+from . import checkpoint as ckpt
+from .callbacks import Checkpoint, Evaluate, Progress, WriteMetrics
+from .config import Config, config_sha256, config_to_yaml, load_config, parse_config, apply_overrides
+from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError
+
+__all__ = ["run", "resume", "RESUME_OVERRIDABLE"]
+
+# keys a resume may change: they do not alter the trajectory of earlier rounds
+RESUME_OVERRIDABLE = ("run.rounds", "run.stop_after", "run.eval_every", "checkpoint.every", "checkpoint.keep")
+
+
+def _comm():
+    from .comm.mpi import MPIComm
+    return MPIComm()
+
+
+def _threads() -> int:
+    n = int(os.environ.get("OMP_NUM_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK") or 1)
+    torch.set_num_threads(max(n, 1))
+    return torch.get_num_threads()
+
+
+class _Log:
+    """Rank 0 prints and appends to <run_dir>/run.log; other ranks stay quiet."""
+
+    def __init__(self, rank: int):
+        self.rank, self.path = rank, None
+
+    def __call__(self, msg: str) -> None:
+        if self.rank != 0:
+            return
+        print(msg, flush=True)
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(msg.lstrip("\r") + "\n")
+
+
+def _default_run_dir(cfg: Config) -> str:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    job = job or os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID", "").split(".")[0]
+    return os.path.join("runs", f"{cfg.run.name}-{job or time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _agree(comm, fn):
+    """Run set-up step fn on every rank; if any rank fails, all exit 2 with the lowest failing rank's line."""
+    err, value = None, None
+    try:
+        value = fn()
+    except FedMTLError as exc:
+        err = exc
+    flags = np.zeros(comm.size, dtype=np.float64)
+    flags[comm.rank] = 1.0 if err else 0.0
+    comm.allreduce_(flags)
+    failed = np.flatnonzero(flags)
+    if failed.size:
+        if comm.rank == failed[0]:
+            print(str(err), file=sys.stderr, flush=True)
+        raise SystemExit(getattr(err, "exit_code", 2) if err else 2)
+    return value
+
+
+def _build(cfg: Config, comm):
+    """Dataset, model and engine for this rank."""
+    from .data.synthetic import SyntheticMixture
+    from .engine import Engine
+    from .models import build_model
+    from .params import FlatModel
+    device = _device(cfg.train.device)
+    dataset = SyntheticMixture(cfg.data, cfg.run.seed)
+    factory = lambda: build_model(cfg.model.name, dataset.input_shape, dataset.n_classes)  # noqa: E731
+    return Engine(cfg, comm, dataset, FlatModel(factory()), factory, device)
+
+
+def _device(req: str) -> torch.device:
+    if req == "cpu" or (req == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but torch sees no GPU")
+    from .comm.mpi import local_rank_and_size
+    lr, _ = local_rank_and_size()
+    return torch.device(f"cuda:{lr % torch.cuda.device_count()}")
+
+
+def _oracle(engine) -> float | None:
+    """Mean over clients of the Bayes classifier's test accuracy (synthetic data only)."""
+    if not hasattr(engine.dataset, "oracle_correct"):
+        return None
+    n = engine.dataset.n_clients
+    v = np.zeros(n, dtype=np.float64)
+    for d in engine.clients:
+        v[d.cid] = engine.dataset.oracle_correct(d.cid, d) / d.n_test
+    engine.comm.allreduce_(v)
+    return float(v.mean())
+
+
+def _train(engine, cfg: Config, run_dir: str, log: _Log, comm) -> int:
+    ckdir = os.path.join(run_dir, "checkpoints")
+    ck = Checkpoint(ckdir, cfg.checkpoint.every, cfg.checkpoint.keep, log)
+    engine.callbacks = [Evaluate(cfg.run.eval_every), ck]
+    if comm.rank == 0:
+        engine.callbacks[1:1] = [WriteMetrics(run_dir), Progress(log)]
+    signals.install()
+    oracle = _oracle(engine)
+    t0 = time.perf_counter()
+    status = engine.run()
+    wall = time.perf_counter() - t0
+    if comm.rank == 0:
+        last = {k: (int(v) if k in ("round", "bytes_exchanged") else v) for k, v in engine.metrics.last().items()}
+        summary = {"status": status, "rounds": cfg.run.rounds,
+                   "algorithm": cfg.algorithm.name, "world_size": comm.size,
+                   **last, "round": engine.round,
+                   "oracle_test_acc": oracle, "wall_seconds": wall, "run_dir": os.path.abspath(run_dir),
+                   "checkpoint": ck.last_path and os.path.abspath(ck.last_path),
+                   "config_sha256": config_sha256(config_to_yaml(cfg))}
+        with open(os.path.join(run_dir, ".summary.json.tmp"), "w") as fh:
+            json.dump(summary, fh, indent=2)
+        os.replace(os.path.join(run_dir, ".summary.json.tmp"), os.path.join(run_dir, "summary.json"))
+        if status == "stopped":
+            log(f"stopped by signal after round {engine.round}; checkpoint {ck.last_path}; "
+                f"continue with: fedmtl-hpc resume {run_dir}")
+        else:
+            log(f"done: {engine.round} rounds in {wall:.1f} s; results in {os.path.abspath(run_dir)} "
+                f"(summary.json, metrics.csv, metrics.h5, checkpoints/)")
+    return EXIT_PREEMPTED if status == "stopped" else EXIT_OK
+
+
+def _guarded(comm, fn) -> int:
+    """Run the training phase; any exception aborts every rank of the job."""
+    try:
+        return fn()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
+        msg = str(exc) if isinstance(exc, FedMTLError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, FedMTLError):
+            traceback.print_exc(file=sys.stderr)
+        print(f"rank {comm.rank}: {msg}", file=sys.stderr, flush=True)
+        comm.abort(getattr(exc, "exit_code", 1))
+        raise SystemExit(1)
+
+
+def _startup(cfg: Config, comm, engine, log: _Log, threads: int) -> None:
+    log(f"fedmtl_hpc {__version__}: {comm.size} ranks, {cfg.data.n_clients} clients, {cfg.algorithm.name}, "
+        f"{engine.model.n_params} params x {engine.shared.shape[0]} shared; torch {torch.__version__}, "
+        f"{threads} thread(s)/rank, device {engine.device}; MPI: {getattr(comm, 'library', '?')}")
+
+
+def run(config_path: str, overrides: list[str], run_dir: str | None) -> int:
+    """``fedmtl-hpc run``: a new run."""
+    comm = _comm()
+    cfg = load_config(config_path, overrides)          # no collective before this succeeds
+    cfg.check_world(comm.size)
+    threads = _threads()
+    log = _Log(comm.rank)
+
+    def make_dir():
+        msg = ""
+        if comm.rank == 0:
+            d = run_dir or _default_run_dir(cfg)
+            if os.path.exists(os.path.join(d, "config.yaml")):
+                msg = (f"ERR:run directory {d} already holds a run; continue it with "
+                       f"`fedmtl-hpc resume {d}` or pick another --run-dir")
+            else:
+                try:
+                    os.makedirs(os.path.join(d, "checkpoints"), exist_ok=True)
+                    with open(os.path.join(d, "config.yaml"), "w") as fh:
+                        fh.write(config_to_yaml(cfg))
+                    msg = "OK:" + d
+                except OSError as exc:
+                    msg = f"ERR:cannot create run directory {d}: {exc}"
+        msg = comm.bcast_str(msg)
+        if msg.startswith("ERR:"):
+            raise ConfigError(msg[4:])
+        return msg[3:]
+
+    path = _agree(comm, make_dir)
+    log.path = os.path.join(path, "run.log")
+    engine = _agree(comm, lambda: _build(cfg, comm))
+    _startup(cfg, comm, engine, log, threads)
+    log(f"run directory: {os.path.abspath(path)}")
+    return _guarded(comm, lambda: _train(engine, cfg, path, log, comm))
+
+
+def resume(run_dir: str, overrides: list[str]) -> int:
+    """``fedmtl-hpc resume``: continue from the newest valid checkpoint in run_dir."""
+    comm = _comm()
+    for item in overrides:
+        if item.partition("=")[0] not in RESUME_OVERRIDABLE:
+            raise ConfigError(f"--set {item.partition('=')[0]} cannot change on resume "
+                              f"(allowed: {', '.join(RESUME_OVERRIDABLE)})")
+    if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    log = _Log(comm.rank)
+
+    def pick():
+        msg = ""
+        if comm.rank == 0:
+            path = ckpt.newest_valid(os.path.join(run_dir, "checkpoints"), warn=log)
+            msg = f"OK:{path}" if path else f"ERR:no valid checkpoint in {run_dir}/checkpoints"
+        msg = comm.bcast_str(msg)
+        if msg.startswith("ERR:"):
+            raise CheckpointError(msg[4:])
+        return msg[3:]
+
+    path = _agree(comm, pick)
+    import yaml
+
+    def load():
+        with open(path, "rb"):
+            pass
+        text = ckpt.load(path, rows=range(0, 0)).config_text
+        cfg = parse_config(apply_overrides(yaml.safe_load(text), overrides))
+        cfg.check_world(comm.size)
+        engine = _build(cfg, comm)
+        snap = ckpt.load(path, rows=engine.train_ids)
+        digest = engine.dataset.partition_info()["sha256"]
+        if snap.partition.get("sha256") != digest:
+            raise CheckpointError(f"{path}: the data partition changed since the checkpoint "
+                                  f"(sha256 {snap.partition.get('sha256')} != {digest}); refusing to resume")
+        engine.restore(snap)
+        engine.metrics.restore(snap.metrics, os.path.join(run_dir, "metrics.csv"))
+        return cfg, engine
+
+    cfg, engine = _agree(comm, load)
+    threads = _threads()
+    log.path = os.path.join(run_dir, "run.log")
+    if comm.rank == 0:
+        with open(os.path.join(run_dir, "config.yaml"), "w") as fh:
+            fh.write(config_to_yaml(cfg))
+    _startup(cfg, comm, engine, log, threads)
+    log(f"resumed from {path} at round {engine.round}")
+    return _guarded(comm, lambda: _train(engine, cfg, run_dir, log, comm))

@@ -1,0 +1,346 @@
+"""Tests for comm/topology.py (graphs, mixing matrices, schedules, blocks) and plotpng.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from fedmtl_hpc.comm import topology as T
+from fedmtl_hpc.errors import ConfigError
+from fedmtl_hpc.plotpng import Canvas, encode_png
+
+SIZES = [1, 2, 3, 4, 9, 16, 64]
+RANDOM_KINDS = ["ring", "torus", "complete", "star", "erdos_renyi"]
+
+
+def check_mixing(t: T.Topology) -> None:
+    """Every rule a mixing matrix must satisfy, checked independently of validate_mixing."""
+    W, n = t.W, t.n
+    assert W.dtype == np.float64 and W.shape == (n, n)
+    assert np.array_equal(W, W.T)
+    assert np.abs(W.sum(axis=0) - 1).max() <= 1e-12 and np.abs(W.sum(axis=1) - 1).max() <= 1e-12
+    assert W.min() >= 0 and np.diag(W).min() > 0
+    allowed = np.eye(n, dtype=bool)
+    allowed[t.edges[:, 0], t.edges[:, 1]] = allowed[t.edges[:, 1], t.edges[:, 0]] = True
+    assert not np.any((W != 0) & ~allowed)
+    off = W[~np.eye(n, dtype=bool)]
+    assert np.all(off[allowed[~np.eye(n, dtype=bool)]] > 0)  # MH/uniform weight every edge
+
+
+def check_edges(t: T.Topology) -> None:
+    e = t.edges
+    assert e.dtype == np.int64 and e.ndim == 2 and e.shape[1] == 2
+    assert np.all(e[:, 0] < e[:, 1]) and e.min(initial=0) >= 0 and e.max(initial=0) < t.n
+    assert np.array_equal(e, np.unique(e, axis=0))  # sorted, no duplicates
+    assert T.is_connected(t.n, e)
+    assert np.array_equal(t.degrees, np.bincount(e.ravel(), minlength=t.n))
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("kind", RANDOM_KINDS)
+def test_every_kind_gives_valid_graph_and_metropolis_w(kind: str, n: int) -> None:
+    t = T.build_topology(kind, n, p=0.5, seed=3)
+    check_edges(t)
+    check_mixing(t)
+    assert t.kind == kind and 0.0 < t.spectral_gap <= 1.0
+    if n == 1:
+        assert t.W.tolist() == [[1.0]] and t.spectral_gap == 1.0 and len(t.edges) == 0
+    expected = {"ring": n if n >= 3 else n - 1, "complete": n * (n - 1) // 2, "star": n - 1}
+    if kind in expected:
+        assert len(t.edges) == expected[kind]
+
+
+@pytest.mark.parametrize("kind,n", [("ring", 3), ("ring", 16), ("torus", 9), ("torus", 64),
+                                    ("torus", 4), ("complete", 9), ("ring", 2), ("star", 2)])
+def test_uniform_weights_on_regular_graphs(kind: str, n: int) -> None:
+    t = T.build_topology(kind, n, weights="uniform")
+    check_mixing(t)
+    assert np.allclose(np.diag(t.W), 1.0 / (t.degrees[0] + 1))
+
+
+def test_uniform_weights_rejected_on_irregular_graph() -> None:
+    with pytest.raises(ConfigError, match="regular"):
+        T.build_topology("star", 5, weights="uniform")
+
+
+@pytest.mark.parametrize("n,shape,n_edges", [(4, (2, 2), 4), (6, (2, 3), 9), (7, (1, 7), 7),
+                                             (9, (3, 3), 18), (12, (3, 4), 24),
+                                             (16, (4, 4), 32), (18, (3, 6), 36)])
+def test_torus_shape_and_degenerate_sizes(n: int, shape: tuple, n_edges: int) -> None:
+    assert T.torus_shape(n) == shape
+    assert len(T.torus_edges(n)) == n_edges  # no duplicate edges from a side of 1 or 2
+    if min(shape) >= 3:
+        assert np.all(T.degrees(n, T.torus_edges(n)) == 4)
+
+
+def test_torus_shape_is_most_square_and_wraps_when_possible() -> None:
+    for n in range(1, 150):
+        rows, cols = T.torus_shape(n)
+        facts = [(r, n // r) for r in range(1, n + 1) if n % r == 0 and r <= n // r]
+        assert rows * cols == n and (rows, cols) == max(facts)
+        assert min(rows, cols) >= 3 or not any(r >= 3 for r, _ in facts)
+
+
+def test_torus_explicit_shape_and_bad_shape() -> None:
+    t = T.build_topology("torus", 16, shape=(2, 8))
+    assert len(t.edges) == 8 + 16 and t.neighbors(0) == [1, 7, 8]
+    with pytest.raises(ConfigError, match=r"topology\.shape = \(3, 5\) gives 15 nodes.*16"):
+        T.build_topology("torus", 16, shape=(3, 5))
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 9, 16, 64])
+def test_ring_spectral_gap_closed_form(n: int) -> None:
+    t = T.build_topology("ring", n)
+    assert np.allclose(t.W, (np.eye(n) + np.roll(np.eye(n), 1, 0) + np.roll(np.eye(n), -1, 0)) / 3)
+    lam = (1 + 2 * np.cos(2 * np.pi * np.arange(1, n) / n)) / 3
+    assert t.spectral_gap == pytest.approx(1 - np.abs(lam).max(), abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 5, 16])
+def test_complete_graph_is_one_step_averaging(n: int) -> None:
+    t = T.build_topology("complete", n)
+    assert np.allclose(t.W, np.full((n, n), 1.0 / n), atol=1e-15)
+    assert t.spectral_gap == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind,n", [("ring", 16), ("torus", 16), ("star", 9),
+                                    ("erdos_renyi", 16), ("complete", 8), ("ring", 64)])
+def test_gossip_converges_at_spectral_rate(kind: str, n: int) -> None:
+    t = T.build_topology(kind, n, p=0.3, seed=1)
+    X = np.random.default_rng(0).normal(size=(n, 5))
+    mean = X.mean(axis=0)
+    dist0, Y = np.linalg.norm(X - mean), X
+    for k in range(1, 61):
+        Y = T.mix_reference(t.W, Y)
+        assert np.allclose(Y.mean(axis=0), mean, atol=1e-12)  # doubly stochastic keeps the mean
+        assert np.linalg.norm(Y - mean) <= (1 - t.spectral_gap) ** k * dist0 * (1 + 1e-9) + 1e-12
+    # The slowest eigenvector decays at exactly 1 - gap per step, so the gap is not too small.
+    ev, vec = np.linalg.eigh(t.W)
+    v = vec[:, np.argsort(np.abs(ev))[-2]]
+    assert np.linalg.norm(t.W @ v) == pytest.approx(1 - t.spectral_gap, abs=1e-10)
+
+
+def test_erdos_renyi_seeded_and_bounded_tries() -> None:
+    a, b = T.build_topology("erdos_renyi", 32, p=0.2, seed=5), T.build_topology(
+        "erdos_renyi", 32, p=0.2, seed=5)
+    c = T.build_topology("erdos_renyi", 32, p=0.2, seed=6)
+    assert np.array_equal(a.edges, b.edges) and not np.array_equal(a.edges, c.edges)
+    with pytest.raises(ConfigError, match=r"topology\.p = 0\.01 .*100 seeded tries.*larger"):
+        T.build_topology("erdos_renyi", 64, p=0.01)
+    calls = []
+
+    class CountingRng:  # proves the loop stops after max_tries draws
+        def random(self, size):
+            calls.append(size)
+            return np.ones(size)
+
+    with pytest.raises(ConfigError, match="3 seeded tries"):
+        T.erdos_renyi_edges(10, 0.5, CountingRng(), max_tries=3)
+    assert len(calls) == 3
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match=r"topology\.p must be in \(0, 1\]"):
+            T.build_topology("erdos_renyi", 8, p=bad)
+
+
+def test_edge_file_parsing_and_merging(tmp_path) -> None:
+    f = tmp_path / "g.txt"
+    f.write_text("# a 4-cycle, both directions\n0 1\n1 0  # dup\n\n1 2\n2 3\n3 0\n0 1\n")
+    t = T.build_topology("file", 4, file=f)
+    assert t.edges.tolist() == [[0, 1], [0, 3], [1, 2], [2, 3]]
+    check_mixing(t)
+
+
+@pytest.mark.parametrize("body,line,what", [
+    ("0 1\n# ok\n2 2\n", 3, "self-loop"), ("0 1\n1 7\n", 2, "out of range"),
+    ("0 1\n1 2 3\n", 2, "two integers"), ("x y\n", 1, "two integers"), ("0\n", 1, "two integers"),
+    ("0 1\n\n1 -1\n", 3, "out of range"), ("0 1.5\n", 1, "two integers")])
+def test_edge_file_errors_name_file_and_line(tmp_path, body: str, line: int, what: str) -> None:
+    f = tmp_path / "bad_edges.txt"
+    f.write_text(body)
+    with pytest.raises(ConfigError, match=rf"bad_edges\.txt.* line {line}: .*{what}"):
+        T.build_topology("file", 4, file=f)
+
+
+def test_edge_file_missing_or_disconnected(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="nope.txt"):
+        T.build_topology("file", 4, file=tmp_path / "nope.txt")
+    f = tmp_path / "two.txt"
+    f.write_text("0 1\n2 3\n")
+    with pytest.raises(ConfigError, match="disconnected"):
+        T.build_topology("file", 4, file=f)
+    with pytest.raises(ConfigError, match="topology.file is required"):
+        T.build_topology("file", 4)
+
+
+def test_bad_kind_n_and_weights() -> None:
+    with pytest.raises(ConfigError, match="topology.kind must be one of ring, torus.*got 'mesh'"):
+        T.build_topology("mesh", 4)
+    with pytest.raises(ConfigError, match="n >= 1"):
+        T.build_topology("ring", 0)
+    with pytest.raises(ConfigError, match="topology.weights must be one of"):
+        T.build_topology("ring", 4, weights="max-degree")
+    assert str(ConfigError("x")).startswith("config error: ")
+
+
+def test_user_matrix_accepted_and_each_rule_rejected() -> None:
+    lazy = 0.5 * np.eye(4) + 0.25 * (np.roll(np.eye(4), 1, 0) + np.roll(np.eye(4), -1, 0))
+    t = T.build_topology("ring", 4, weights=lazy)
+    assert np.array_equal(t.W, lazy) and t.spectral_gap == pytest.approx(0.5)
+    e3, e4 = T.complete_edges(3), T.ring_edges(4)
+    neg = np.full((3, 3), -0.1) + np.diag([1.3] * 3)
+    cases = [(np.eye(3)[:2], e3, "square"), (np.array([[.5, .4, .1], [.5, .5, 0], [0, .1, .9]]), e3,
+             "symmetric"), (neg, e3, "non-negative"), (0.9 * np.eye(3), e3, "rows must sum"),
+             (np.full((4, 4), 0.25), e4, "zero off the graph edges"),
+             (np.array([[0.0, 1.0], [1.0, 0.0]]), T.ring_edges(2), "positive diagonal"),
+             (np.full((3, 3), np.nan), e3, "NaN")]
+    for W, e, rule in cases:
+        with pytest.raises(ConfigError, match=f"topology.weights: mixing matrix.*{rule}"):
+            T.validate_mixing(W, len(W[0]) if W.ndim == 2 else 3, e)
+    # Rows sum to 1 and |W - W.T| <= d, yet columns are off by 2d: only the column rule fires.
+    skew = np.full((3, 3), 1 / 3) + np.array([[0, 1, -1], [0, 1, -1], [0, 0, 0]]) * 0.01
+    with pytest.raises(ConfigError, match="columns must sum"):
+        T.validate_mixing(skew, 3, e3, tol=0.015)
+
+
+def test_topology_frozen_readonly_and_neighbors() -> None:
+    t = T.build_topology("ring", 8)
+    assert t.neighbors(0) == [1, 7] and t.neighbors(3) == [2, 4]
+    assert T.build_topology("star", 5).neighbors(0) == [1, 2, 3, 4]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.n = 3
+    with pytest.raises(ValueError):
+        t.W[0, 0] = 2.0
+
+
+def test_schedule_static_is_build_topology() -> None:
+    s = T.TopologySchedule("erdos_renyi", 12, change_every=0, seed=4, p=0.4)
+    ref = T.build_topology("erdos_renyi", 12, p=0.4, seed=4)
+    assert all(np.array_equal(s.at(r).edges, ref.edges) for r in (0, 1, 17, 1000))
+
+
+@pytest.mark.parametrize("kind", ["erdos_renyi", "ring", "torus", "star"])
+def test_schedule_deterministic_and_resumable(kind: str) -> None:
+    rounds = [0, 1, 2, 3, 5, 8, 9, 14, 30, 31]
+    fwd = T.TopologySchedule(kind, 12, change_every=3, seed=11, p=0.4)
+    seen = {r: fwd.at(r) for r in rounds}
+    back = T.TopologySchedule(kind, 12, change_every=3, seed=11, p=0.4)  # "resumed" run
+    for r in reversed(rounds):
+        assert np.array_equal(back.at(r).edges, seen[r].edges)
+        assert np.array_equal(back.at(r).W, seen[r].W)
+        check_edges(seen[r])
+        check_mixing(seen[r])
+    assert np.array_equal(seen[0].edges, seen[2].edges)  # same period, same graph
+    periods = {tuple(map(tuple, seen[r].edges.tolist())) for r in rounds}
+    assert len(periods) >= (2 if kind == "star" else 4)  # it changes (a star has n hubs only)
+    if kind == "erdos_renyi":  # period k is a pure function of SeedSequence([seed, k])
+        ref = T.build_topology(kind, 12, p=0.4, seed=np.random.SeedSequence([11, 3]))
+        assert np.array_equal(seen[9].edges, ref.edges)
+    else:  # a relabeled copy: same degree multiset and spectrum
+        static = T.build_topology(kind, 12)
+        assert sorted(seen[14].degrees) == sorted(static.degrees)
+        assert np.allclose(np.linalg.eigvalsh(seen[14].W), np.linalg.eigvalsh(static.W))
+
+
+def test_schedule_rejects_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="change_every"):
+        T.TopologySchedule("ring", 4, change_every=-1)
+    with pytest.raises(ConfigError, match="fixed matrix"):
+        T.TopologySchedule("ring", 2, change_every=2, weights=np.full((2, 2), 0.5))
+    with pytest.raises(ValueError):
+        T.TopologySchedule("ring", 4).at(-1)
+
+
+def test_mix_reference() -> None:
+    t = T.build_topology("torus", 9)
+    X = np.arange(27.0).reshape(9, 3)
+    assert np.array_equal(T.mix_reference(t.W, X), t.W @ X)
+    with pytest.raises(ValueError, match="9 rows"):
+        T.mix_reference(t.W, X[:5])
+
+
+def test_block_owner() -> None:
+    assert T.block_owner(10, 3).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert T.block_owner(2, 4).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("kind,n", [("ring", 16), ("torus", 16), ("erdos_renyi", 17),
+                                    ("star", 9), ("complete", 5), ("ring", 1)])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 6])
+def test_local_blocks_reproduce_global_mix(kind: str, n: int, size: int) -> None:
+    t = T.build_topology(kind, n, p=0.3, seed=2)
+    owner = T.block_owner(n, size)
+    blocks = T.local_blocks(t.W, owner, size=size)
+    X = np.random.default_rng(1).normal(size=(n, 4))
+    W_back, Y = np.zeros_like(t.W), np.zeros_like(X)
+    for b in blocks:
+        assert np.array_equal(b.nodes, np.flatnonzero(owner == b.rank))
+        received = {}
+        for q, ids in b.recv.items():  # the message rank q sends us, from q's own view
+            assert np.array_equal(blocks[q].send[b.rank], ids) and np.all(owner[ids] == q)
+            assert np.all((b.W_remote[q] != 0).any(axis=0))  # nothing received goes unused
+            received[q] = X[blocks[q].send[b.rank]]
+            W_back[np.ix_(b.nodes, ids)] = b.W_remote[q]
+        assert set(b.send) == {q for q in range(size) if b.rank in blocks[q].recv}
+        W_back[np.ix_(b.nodes, b.nodes)] = b.W_local
+        Y[b.nodes] = b.mix(X[b.nodes], received)
+    assert np.array_equal(W_back, t.W)  # blocks hold every non-zero of W exactly once
+    assert np.allclose(Y, t.W @ X, rtol=0, atol=1e-13)
+
+
+def test_local_blocks_send_only_cross_rank_edges() -> None:
+    blocks = T.local_blocks(T.build_topology("ring", 16).W, T.block_owner(16, 4))
+    assert {q: v.tolist() for q, v in blocks[1].recv.items()} == {0: [3], 2: [8]}
+    assert {q: v.tolist() for q, v in blocks[0].send.items()} == {1: [3], 3: [0]}
+    with pytest.raises(ValueError, match="non-decreasing"):
+        T.local_blocks(np.eye(3), np.array([0, 1, 0]))
+
+
+def read_png(data: bytes) -> np.ndarray:
+    """Minimal independent decoder: checks signature, CRCs, IHDR; filter 0 RGB only."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(tag + body)
+        chunks.append((tag, body))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert (depth, ctype, interlace) == (8, 2, 0)
+    raw = np.frombuffer(zlib.decompress(b"".join(b for t, b in chunks if t == b"IDAT")), np.uint8)
+    rows = raw.reshape(h, 1 + 3 * w)
+    assert np.all(rows[:, 0] == 0)
+    return rows[:, 1:].reshape(h, w, 3)
+
+
+def test_draw_png_writes_a_decodable_picture(tmp_path) -> None:
+    path = T.draw_png(T.build_topology("ring", 8), tmp_path / "ring.png", size=200)
+    img = read_png(path.read_bytes())
+    assert img.shape == (200, 200, 3)
+    nonwhite = np.any(img != 255, axis=2)
+    assert 500 < nonwhite.sum() < 0.5 * 200 * 200
+    assert tuple(img[100, 100]) == (255, 255, 255)  # ring: nothing drawn at the centre
+    node0 = img[:30, 90:111].reshape(-1, 3)  # node 0 sits at the top centre
+    assert np.any(np.all(node0 == (31, 119, 180), axis=1))
+    assert not (tmp_path / "ring.png.tmp").exists()
+
+
+def test_canvas_primitives_and_clipping() -> None:
+    c = Canvas(10, 8, background=(0, 0, 0))
+    c.line(0, 0, 7, 7, color=(255, 0, 0))
+    assert all(tuple(c.pixels[k, k]) == (255, 0, 0) for k in range(8))
+    c.rect(8, 0, 9, 1, color=(0, 255, 0))
+    assert np.all(c.pixels[0:2, 8:10] == (0, 255, 0))
+    c.circle(100, 100, 5)  # off-canvas: clipped, no error
+    c.line(-50, 4, 50, 4, color=(0, 0, 255))
+    assert np.all(c.pixels[4, :, 2] == 255)
+    c.circle(2, 2, 1.5, color=(9, 9, 9))
+    assert tuple(c.pixels[2, 2]) == (9, 9, 9)
+    assert np.array_equal(read_png(encode_png(c.pixels)), c.pixels)
+    with pytest.raises(ValueError):
+        encode_png(np.zeros((4, 4)))
