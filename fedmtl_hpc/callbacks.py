@@ -30,10 +30,9 @@ class Evaluate(Callback):
 
     def __init__(self, every: int):
         self.every = every
-        self.window = {"bytes_exchanged": 0.0, "t_compute": 0.0, "t_exchange": 0.0}
 
     def after_round(self, engine, stats):
-        w = self.window
+        w = engine.window  # engine-owned so a checkpoint carries the deterministic part
         w["bytes_exchanged"] += stats.bytes_exchanged
         w["t_compute"] += stats.t_compute
         w["t_exchange"] += stats.t_exchange
@@ -41,9 +40,7 @@ class Evaluate(Callback):
             return
         t0 = time.perf_counter()
         row = engine.evaluate()
-        row.update(w, round=stats.round, train_loss=stats.train_loss, t_eval=time.perf_counter() - t0,
-                   t_checkpoint=engine.timers["t_checkpoint"])
-        engine.timers["t_checkpoint"] = 0.0
+        row.update(w, round=stats.round, train_loss=stats.train_loss, t_eval=time.perf_counter() - t0)
         row.update(stats.extra)
         engine.metrics.append(row)
         for k in w:
@@ -107,7 +104,7 @@ class Checkpoint(Callback):
         snap = snapshot(engine)
         if engine.comm.rank == 0:
             self.last_path = ckpt.save(snap, self.directory, self.keep)
-        engine.timers["t_checkpoint"] += time.perf_counter() - t0
+        engine.window["t_checkpoint"] += time.perf_counter() - t0
 
 
 def snapshot(engine) -> ckpt.Snapshot | None:
@@ -126,4 +123,5 @@ def snapshot(engine) -> ckpt.Snapshot | None:
                    "weight_decay": cfg.train.weight_decay,
                    "note": "local SGD momentum buffers restart every round: no optimizer state carries over"},
         metrics=engine.metrics.deterministic(),
+        pending={"bytes_exchanged": engine.window["bytes_exchanged"]},
         attrs={"rounds_total": cfg.run.rounds, "world_size": comm.size})

@@ -13,7 +13,8 @@ Layout (``format_version`` 1; see docs/checkpoint-format.md)::
     /rng                   attrs: seed, next_round, scheme (counter-based streams: no hidden state)
     /optimizer             attrs: kind, lr, momentum, weight_decay, note
     /partition             attrs: kind, seed, sha256
-    /metrics/<column>      float64 [R]      the metrics rows so far (timing columns excluded)
+    /metrics/<column>      float64 [R]      the metrics rows so far (timing columns excluded);
+                           attrs pending_<column>: totals since the last row (bytes_exchanged)
 
 Files are written by rank 0 under a temporary name, flushed, fsynced and
 renamed (then the directory is fsynced), so a reader never sees half a file.
@@ -59,6 +60,7 @@ class Snapshot:
     partition: dict
     optimizer: dict
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    pending: dict = field(default_factory=dict)   # deterministic totals since the last metrics row
     attrs: dict = field(default_factory=dict)
 
 
@@ -101,6 +103,7 @@ def save(snap: Snapshot, directory: str, keep: int) -> str:
         f.create_group("optimizer", track_times=False).attrs.update(snap.optimizer)
         f.create_group("partition", track_times=False).attrs.update(snap.partition)
         m = f.create_group("metrics", track_times=False)
+        m.attrs.update({f"pending_{k}": v for k, v in snap.pending.items()})
         for k, v in snap.metrics.items():
             _ds(m, k, np.asarray(v, dtype=np.float64))
         f.attrs["complete"] = 1  # last: a file without it was never finished
@@ -171,7 +174,8 @@ def load(path: str, rows: range | None = None) -> Snapshot:
                 seed=int(f["rng"].attrs["seed"]),
                 partition={k: (v.item() if hasattr(v, "item") else v) for k, v in pa.items()},
                 optimizer=dict(f["optimizer"].attrs),
-                metrics={k: f["metrics"][k][()] for k in f["metrics"]})
+                metrics={k: f["metrics"][k][()] for k in f["metrics"]},
+                pending={k[8:]: float(v) for k, v in f["metrics"].attrs.items() if k.startswith("pending_")})
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
 

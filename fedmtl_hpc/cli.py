@@ -1,4 +1,4 @@
-"""``fedmtl-hpc``: run | resume | inspect.
+"""``fedmtl-hpc``: run | resume | inspect, plus the commands in ``commands/``.
 
 Launched under ``mpiexec``/``srun`` (each process is one rank) or alone as
 one rank. Exit codes: 0 done, 2 bad input (config, data, checkpoint,
@@ -8,12 +8,18 @@ arguments), 3 stopped by a signal after a checkpoint (requeue), 1 anything else.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
 from . import __version__
+from .commands import COMMANDS
+from .config import load_config
 from .errors import EXIT_BAD_INPUT, FedMTLError
+
+# launchers' rank variables: only rank 0 prints an error every rank found identically
+_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PALS_RANKID")
 
 __all__ = ["main"]
 
@@ -39,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show what a checkpoint holds")
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
+    for name, modname in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:
+                raise
+            continue  # not built yet
+        c = sub.add_parser(name, help=mod.HELP)
+        mod.add_arguments(c)
+        c.set_defaults(module=mod)
     return p
 
 
@@ -65,13 +81,17 @@ def _bad(msg: str, rank0: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    rank0 = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0"
+    rank0 = all(os.environ.get(v, "0") == "0" for v in _RANK_VARS)
     try:
         if args.cmd == "inspect":
             return _inspect(args.file, args.json)
-        from . import runner  # imports torch and mpi4py: only for the commands that train
+        if getattr(args, "module", None) is not None:
+            return args.module.main(args)
         if args.cmd == "run":
-            return runner.run(args.config, args.set, args.run_dir)
+            cfg = load_config(args.config, args.set)  # before MPI and torch: fast, no collective
+            from . import runner  # imports torch and mpi4py: only for the commands that train
+            return runner.run(cfg, args.run_dir)
+        from . import runner
         return runner.resume(args.run_dir, args.set)
     except FedMTLError as exc:  # raised identically on every rank before any collective
         if exc.exit_code == EXIT_BAD_INPUT:

@@ -43,6 +43,7 @@ class RunConfig:
     seed: int = _f(1234, _at_least(0), doc="master seed; every random stream derives from it")
     rounds: int = _f(200, _at_least(1), doc="communication rounds")
     eval_every: int = _f(10, _at_least(1), doc="evaluate every k rounds (and after the last round)")
+    stop_after: int = _f(0, _at_least(0), doc="if > 0: checkpoint and stop (exit 3) after this round, as if signalled")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class TrainConfig:
     weight_decay: float = _f(0.0, _at_least(0.0), doc="L2 weight decay")
     participation: float = _f(1.0, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="share of clients sampled per round")
     device: str = _f("cpu", _one_of("cpu", "cuda", "auto"), doc="cpu | cuda | auto (node-local GPU when present)")
+    allow_oversubscribe: bool = _f(False, doc="let more ranks than GPUs share a node's GPUs")
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,8 @@ class Engine:
         self.round = 0                                               # rounds completed
         self.callbacks: list = []
         self.metrics = MetricsTable(("test_acc_unseen",) if dataset.n_unseen else ())
-        self.timers = {"t_checkpoint": 0.0}
+        # totals since the last metrics row (callbacks.Evaluate turns them into a row)
+        self.window = {"bytes_exchanged": 0.0, "t_compute": 0.0, "t_exchange": 0.0, "t_checkpoint": 0.0}
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> str:
@@ -115,48 +116,61 @@ class Engine:
         return status
 
     def step(self) -> RoundStats:
-        """One round: local work, one all-reduce, aggregate."""
-        cfg, r = self.cfg, self.round
+        """One round: local work on this rank's sampled clients, then the exchange."""
         t0 = time.perf_counter()
+        self.local_round()
+        t1 = time.perf_counter()
+        loss, stop = self.exchange()
+        t2 = time.perf_counter()
+        self.round += 1
+        stop = stop or self.round == self.cfg.run.stop_after
+        return RoundStats(round=self.round, train_loss=loss, t_compute=t1 - t0, t_exchange=t2 - t1,
+                          bytes_exchanged=self.buffer.numel() * self.buffer.element_size() * self.comm.size,
+                          stop=stop)
+
+    def local_round(self) -> None:
+        """Train the rank's sampled clients; leave their n_t-weighted sums in ``self.buffer``."""
+        cfg, r = self.cfg, self.round
         mask = sample_clients(cfg.run.seed, r, self.dataset.n_clients, cfg.train.participation)
         kp = self.shared.numel()
         acc = torch.zeros(kp, dtype=torch.float64, device=self.device)
-        w_all = w_s = loss_s = 0.0
-        idle = 0.0
+        w_all = w_s = loss_s = idle = 0.0
         for i, (cid, data) in enumerate(zip(self.train_ids, self.clients)):
             w = self.weights[i]
             w_all += w
             if not mask[cid]:
-                idle += w
+                idle += w  # unbiased rule: a non-sampled client contributes the current global model
                 continue
             gen = rng.torch_stream(cfg.run.seed, rng.TRAIN, cid, r)
             res = self.algo.local_update(data, self.shared, self.store.state(i), gen)
             if not math.isfinite(res.loss):
                 raise NumericalError(f"training loss is {res.loss} on client {cid} in round {r + 1}")
             if kp:
+                if not bool(torch.isfinite(res.params).all()):
+                    raise NumericalError(f"parameters hold NaN or Inf on client {cid} in round {r + 1}")
                 acc.add_(res.params.reshape(-1), alpha=w)
             w_s += w
             loss_s += w * res.loss
         if kp and idle:
             acc.add_(self.shared.reshape(-1), alpha=idle)
         buf = self.buffer
-        if kp:
-            buf[:kp].copy_(acc)
+        buf[:kp].copy_(acc)
         buf[kp + _W], buf[kp + _WS], buf[kp + _LOSS] = w_all, w_s, loss_s
+
+    def exchange(self) -> tuple[float, bool]:
+        """The round's one in-place all-reduce, then shared = sum w theta / sum w.
+
+        Returns (weighted mean training loss of the sampled clients, stop agreed).
+        """
+        kp, buf = self.shared.numel(), self.buffer
         buf[kp + _STOP] = 1.0 if signals.requested() else 0.0
-        t1 = time.perf_counter()
         self.comm.allreduce_(buf)
         if kp:
             new = (buf[:kp] / buf[kp + _W]).to(torch.float32)
             if not bool(torch.isfinite(new).all()):
-                raise NumericalError(f"aggregated parameters hold NaN or Inf after round {r + 1}")
+                raise NumericalError(f"aggregated parameters hold NaN or Inf after round {self.round + 1}")
             self.shared.copy_(new.view_as(self.shared))
-        t2 = time.perf_counter()
-        self.round = r + 1
-        return RoundStats(round=self.round, train_loss=float(buf[kp + _LOSS] / buf[kp + _WS]),
-                          t_compute=t1 - t0, t_exchange=t2 - t1,
-                          bytes_exchanged=buf.numel() * buf.element_size() * self.comm.size,
-                          stop=bool(buf[kp + _STOP] > 0))
+        return float(buf[kp + _LOSS] / buf[kp + _WS]), bool(buf[kp + _STOP] > 0)
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -183,8 +197,8 @@ class Engine:
         return out
 
     def _correct(self, data: ClientData, state) -> float:
-        p = self.algo.predict_proba(data.x_test, self.shared, state)
-        return float((p.argmax(dim=1) == data.y_test).sum())
+        return float(sum((self.algo.predict_proba(x, self.shared, state).argmax(dim=1) == y).sum()
+                         for x, y in data.iter_test()))
 
     # -- resume -------------------------------------------------------------------
     def restore(self, snap) -> None:
@@ -201,3 +215,4 @@ class Engine:
                 raise CheckpointError(f"checkpoint client state {k!r} is missing or has the wrong shape")
             t.copy_(torch.from_numpy(snap.client_state[k]))
         self.round = snap.round
+        self.window["bytes_exchanged"] = float(snap.pending.get("bytes_exchanged", 0.0))

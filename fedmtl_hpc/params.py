@@ -89,19 +89,16 @@ class FlatModel:
         k, b, c = z.shape
         return nn.functional.cross_entropy(z.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
 
-    def per_sample_loss_chunked(self, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                                chunk: int = 4096) -> torch.Tensor:
-        """Like per_sample_loss, without gradients, in chunks (bounded memory for big models)."""
+    def losses(self, stack: torch.Tensor, chunks) -> torch.Tensor:
+        """Per-sample losses ``[K, n]`` over an iterator of (x, y) chunks, without gradients."""
         with torch.no_grad():
-            return torch.cat([self.per_sample_loss(stack, x[i:i + chunk], y[i:i + chunk])
-                              for i in range(0, len(y), chunk)], dim=1) if len(y) else \
-                torch.zeros(stack.shape[0], 0, device=stack.device)
+            out = [self.per_sample_loss(stack, x, y) for x, y in chunks]
+        return torch.cat(out, dim=1) if out else torch.zeros(stack.shape[0], 0, device=stack.device)
 
-    def proba_chunked(self, stack: torch.Tensor, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Softmax probabilities ``[K, B, C]`` without gradients, in chunks."""
+    def proba(self, stack: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``[K, B, C]`` without gradients."""
         with torch.no_grad():
-            return torch.cat([torch.softmax(self.logits(stack, x[i:i + chunk]), dim=-1)
-                              for i in range(0, len(x), chunk)], dim=1)
+            return torch.softmax(self.logits(stack, x), dim=-1)
 
 
 def fresh_vector(model: FlatModel, factory, torch_seed: int) -> torch.Tensor:

@@ -19,10 +19,10 @@ import traceback
 import numpy as np
 import torch
 
-from . import __version__, signals
+from . import __version__, hpc, signals
 from . import checkpoint as ckpt
 from .callbacks import Checkpoint, Evaluate, Progress, WriteMetrics
-from .config import Config, config_sha256, config_to_yaml, load_config, parse_config, apply_overrides
+from .config import Config, apply_overrides, config_sha256, config_to_yaml, parse_config
 from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError
 
 __all__ = ["run", "resume", "RESUME_OVERRIDABLE"]
@@ -37,8 +37,8 @@ def _comm():
 
 
 def _threads() -> int:
-    n = int(os.environ.get("OMP_NUM_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK") or 1)
-    torch.set_num_threads(max(n, 1))
+    """torch threads per rank from OMP_NUM_THREADS / SLURM_CPUS_PER_TASK (default 1: srun does not cap it)."""
+    torch.set_num_threads(hpc.threads_per_rank(os.environ))
     return torch.get_num_threads()
 
 
@@ -58,8 +58,10 @@ class _Log:
 
 
 def _default_run_dir(cfg: Config) -> str:
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
-    job = job or os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID", "").split(".")[0]
+    """runs/<name>-<job id> in a batch job (array jobs: <array id>_<task>), else runs/<name>-<time>."""
+    env = os.environ
+    job = env.get("SLURM_ARRAY_JOB_ID") and f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
+    job = job or (hpc.scheduler_job_id(env) or "").split(".")[0]
     return os.path.join("runs", f"{cfg.run.name}-{job or time.strftime('%Y%m%d-%H%M%S')}")
 
 
@@ -83,24 +85,34 @@ def _agree(comm, fn):
 
 def _build(cfg: Config, comm):
     """Dataset, model and engine for this rank."""
-    from .data.synthetic import SyntheticMixture
+    from .data import build_dataset
     from .engine import Engine
     from .models import build_model
     from .params import FlatModel
-    device = _device(cfg.train.device)
-    dataset = SyntheticMixture(cfg.data, cfg.run.seed)
+    local = _local()  # every rank: the shared-memory fallback is a collective
+    device = _device(cfg, local)
+    dataset = build_dataset(cfg)
     factory = lambda: build_model(cfg.model.name, dataset.input_shape, dataset.n_classes)  # noqa: E731
-    return Engine(cfg, comm, dataset, FlatModel(factory()), factory, device)
+    engine = Engine(cfg, comm, dataset, FlatModel(factory()), factory, device)
+    engine.local = local
+    return engine
 
 
-def _device(req: str) -> torch.device:
-    if req == "cpu" or (req == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but torch sees no GPU")
+def _local():
     from .comm.mpi import local_rank_and_size
-    lr, _ = local_rank_and_size()
-    return torch.device(f"cuda:{lr % torch.cuda.device_count()}")
+    return hpc.detect_local_rank(os.environ, fallback=local_rank_and_size)
+
+
+def _device(cfg: Config, local) -> torch.device:
+    """train.device: cpu, cuda, or auto = the node-local GPU (local rank mod visible GPUs) when there is one."""
+    if cfg.train.device == "cpu":
+        return torch.device("cpu")
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        return torch.device(hpc.choose_device(cfg.train.device, local.local_rank, local.local_size, n_gpus,
+                                              cfg.train.allow_oversubscribe))
+    except ConfigError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[1].replace("device:", "train.device:", 1)) from None
 
 
 def _oracle(engine) -> float | None:
@@ -162,16 +174,20 @@ def _guarded(comm, fn) -> int:
 
 
 def _startup(cfg: Config, comm, engine, log: _Log, threads: int) -> None:
+    if comm.rank == 0:
+        log(hpc.startup_report(world_size=comm.size, nodes=hpc.node_count(os.environ), local=engine.local,
+                               n_gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                               device=str(engine.device), mpi_version=getattr(comm, "library", ""),
+                               torch_version=torch.__version__, threads=threads,
+                               job_id=hpc.scheduler_job_id(os.environ)))
     log(f"fedmtl_hpc {__version__}: {comm.size} ranks, {cfg.data.n_clients} clients, {cfg.algorithm.name}, "
-        f"{engine.model.n_params} params x {engine.shared.shape[0]} shared; torch {torch.__version__}, "
-        f"{threads} thread(s)/rank, device {engine.device}; MPI: {getattr(comm, 'library', '?')}")
+        f"{engine.model.n_params} params x {engine.shared.shape[0]} shared component(s)")
 
 
-def run(config_path: str, overrides: list[str], run_dir: str | None) -> int:
-    """``fedmtl-hpc run``: a new run."""
+def run(cfg: Config, run_dir: str | None) -> int:
+    """``fedmtl-hpc run``: a new run from a validated config."""
     comm = _comm()
-    cfg = load_config(config_path, overrides)          # no collective before this succeeds
-    cfg.check_world(comm.size)
+    cfg.check_world(comm.size)                          # no collective before this succeeds
     threads = _threads()
     log = _Log(comm.rank)
 
@@ -195,9 +211,9 @@ def run(config_path: str, overrides: list[str], run_dir: str | None) -> int:
             raise ConfigError(msg[4:])
         return msg[3:]
 
+    engine = _agree(comm, lambda: _build(cfg, comm))  # data and device first: a failure leaves no directory
     path = _agree(comm, make_dir)
     log.path = os.path.join(path, "run.log")
-    engine = _agree(comm, lambda: _build(cfg, comm))
     _startup(cfg, comm, engine, log, threads)
     log(f"run directory: {os.path.abspath(path)}")
     return _guarded(comm, lambda: _train(engine, cfg, path, log, comm))

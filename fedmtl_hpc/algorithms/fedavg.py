@@ -14,8 +14,8 @@ class FedAvg(Algorithm):
 
     def local_update(self, data, shared, state, gen):
         theta = shared.clone()
-        loss = local_sgd(self.model, theta, data.x_train, data.y_train, self.cfg.train, gen)
+        loss = local_sgd(self.model, theta, data, self.cfg.train, gen)
         return LocalResult(theta, loss)
 
     def predict_proba(self, x, shared, state):
-        return self.model.proba_chunked(shared, x)[0]
+        return self.model.proba(shared, x)[0]

@@ -53,18 +53,18 @@ class FedEM(Algorithm):
         return {"pi": torch.full((self.n_shared,), 1.0 / self.n_shared, device=self.device)}
 
     def local_update(self, data, shared, state, gen):
-        losses = self.model.per_sample_loss_chunked(shared, data.x_train, data.y_train)
+        losses = self.model.losses(shared, data.iter_train())
         log_pi = torch.log(state["pi"])
         nll = float(mixture_nll(log_pi, losses))
         q = e_step(log_pi, losses)
         state["pi"].copy_(q.mean(dim=1))
         theta = shared.clone()
-        local_sgd(self.model, theta, data.x_train, data.y_train, self.cfg.train, gen, weights=q)
+        local_sgd(self.model, theta, data, self.cfg.train, gen, weights=q)
         return LocalResult(theta, nll)
 
     def predict_proba(self, x, shared, state):
-        return torch.einsum("m,mbc->bc", state["pi"], self.model.proba_chunked(shared, x))
+        return torch.einsum("m,mbc->bc", state["pi"], self.model.proba(shared, x))
 
     def adapt(self, data, shared, state):
-        losses = self.model.per_sample_loss_chunked(shared, data.x_train, data.y_train)
+        losses = self.model.losses(shared, data.iter_train())
         state["pi"].copy_(fit_mixture_weights(state["pi"].clone(), losses, self.cfg.algorithm.adapt_iters))

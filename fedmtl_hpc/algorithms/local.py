@@ -22,9 +22,9 @@ class Local(Algorithm):
 
     def local_update(self, data, shared, state, gen):
         theta = state["params"].clone()
-        loss = local_sgd(self.model, theta, data.x_train, data.y_train, self.cfg.train, gen)
+        loss = local_sgd(self.model, theta, data, self.cfg.train, gen)
         state["params"].copy_(theta)
         return LocalResult(None, loss)
 
     def predict_proba(self, x, shared, state):
-        return self.model.proba_chunked(state["params"], x)[0]
+        return self.model.proba(state["params"], x)[0]

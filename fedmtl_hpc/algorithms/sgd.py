@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..config import TrainConfig
+from ..data.base import ClientData
 from ..params import FlatModel
 
 __all__ = ["batches", "local_sgd"]
@@ -34,7 +35,7 @@ def batches(n: int, cfg: TrainConfig, gen: torch.Generator, device) -> Iterator[
             return
 
 
-def local_sgd(model: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+def local_sgd(model: FlatModel, theta: torch.Tensor, data: ClientData,
               cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None = None,
               extra_grad: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
     """Train ``theta [K, P]`` in place; returns the mean minibatch objective.
@@ -45,9 +46,9 @@ def local_sgd(model: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.T
     """
     buf = torch.zeros_like(theta) if cfg.momentum > 0 else None
     total, count = 0.0, 0
-    for idx in batches(len(y), cfg, gen, theta.device):
+    for idx in batches(data.n_train, cfg, gen, theta.device):
         leaf = theta.detach().requires_grad_(True)
-        loss = model.per_sample_loss(leaf, x[idx], y[idx])
+        loss = model.per_sample_loss(leaf, *data.train_batch(idx, gen))
         if weights is not None:
             loss = loss * weights[:, idx]
         obj = loss.sum() / len(idx)

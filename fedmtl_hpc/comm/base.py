@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-import torch
 
 __all__ = ["Communicator", "SelfComm", "as_numpy"]
 
 
-def as_numpy(buf: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A contiguous numpy view of buf (no copy) for MPI; GPU tensors are refused."""
-    if isinstance(buf, torch.Tensor):
+def as_numpy(buf) -> np.ndarray:
+    """A contiguous numpy view of buf (a numpy array or CPU tensor; no copy) for MPI."""
+    if not isinstance(buf, np.ndarray):  # a torch tensor: torch is not imported here on purpose
         if buf.device.type != "cpu":
             raise TypeError("MPI buffers must live on the CPU (stage GPU tensors first)")
         buf = buf.numpy()
@@ -29,7 +28,7 @@ class Communicator(Protocol):
     rank: int
     size: int
 
-    def allreduce_(self, buf: np.ndarray | torch.Tensor) -> None:
+    def allreduce_(self, buf) -> None:
         """Sum buf over all ranks, in place (one collective)."""
 
     def gather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray | None:

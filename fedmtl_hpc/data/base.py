@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 
@@ -31,6 +31,22 @@ class ClientData:
     def to(self, device: torch.device | str) -> "ClientData":
         return ClientData(self.cid, self.x_train.to(device), self.y_train.to(device),
                           self.x_test.to(device), self.y_test.to(device))
+
+    # The engine and algorithms read samples only through these three methods, so a
+    # subclass can augment batches or build samples lazily (Shakespeare windows).
+    def train_batch(self, idx: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training minibatch ``idx`` (``gen``: the client's stream, for augmentation)."""
+        return self.x_train[idx], self.y_train[idx]
+
+    def iter_train(self, chunk: int = 4096) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All training samples in order, in chunks, without augmentation (E-step, losses)."""
+        for i in range(0, self.n_train, chunk):
+            yield self.x_train[i:i + chunk], self.y_train[i:i + chunk]
+
+    def iter_test(self, chunk: int = 4096) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All test samples in order, in chunks."""
+        for i in range(0, self.n_test, chunk):
+            yield self.x_test[i:i + chunk], self.y_test[i:i + chunk]
 
 
 class FederatedData(Protocol):
