@@ -79,12 +79,12 @@ def _worker(args) -> dict:
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def _header(ranks: str, res: dict, args) -> None:
+def _header(ranks: str, res: dict, args, load: float) -> None:
     import mpi4py
     print(f"# bench/rounds.py: seconds per round, {args.config}, algorithm {args.algorithm}, "
           f"{args.warmup} warm-up + {args.rounds} timed rounds\n"
           f"# date {time.strftime('%Y-%m-%d %H:%M:%S %z')}  host {socket.gethostname()}  cores {os.cpu_count()}  "
-          f"ranks {ranks}  load avg {os.getloadavg()[0]:.2f}\n"
+          f"ranks {ranks}  load avg before {load:.2f}\n"
           f"# python {platform.python_version()}  torch {res['torch']} ({res['threads']} thread(s)/rank)  "
           f"mpi4py {mpi4py.__version__}  MPI {res['mpi']}\n"
           f"# exchanged buffer {res['bytes']} bytes/rank/round; times: max over ranks, median over rounds;\n"
@@ -114,7 +114,7 @@ def _launch(args) -> None:
     if not mpiexec:
         raise SystemExit("bench/rounds.py: no mpiexec found; pass --mpiexec PATH")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    rows = {}
+    rows, load = {}, os.getloadavg()[0]
     for n in [int(x) for x in args.ranks.split(",")]:
         cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker",
                "--config", args.config, "--algorithm", args.algorithm,
@@ -129,7 +129,7 @@ def _launch(args) -> None:
         rows[n] = json.loads(line[len("RESULT "):])
         print(f"#   {n} ranks: {time.perf_counter() - t0:.1f} s wall (build {rows[n]['build_s']:.1f} s)",
               file=sys.stderr, flush=True)
-    _header(args.ranks, rows[min(rows)], args)
+    _header(args.ranks, rows[min(rows)], args, load)
     base = rows.get(1, {}).get("s_round")
     for res in rows.values():
         _row(res, base)
@@ -148,13 +148,14 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.worker or any(v in os.environ for v in _MPI_ENV)):
         return _launch(args)
+    load = os.getloadavg()[0]
     res = _worker(args)
     from mpi4py import MPI
     if MPI.COMM_WORLD.Get_rank() == 0:
         if args.worker:
             print("RESULT " + json.dumps(res), flush=True)
         else:
-            _header(str(res["ranks"]), res, args)
+            _header(str(res["ranks"]), res, args, load)
             _row(res, None)
             _targets({res["ranks"]: res})
 
