@@ -89,6 +89,26 @@ class FlatModel:
         k, b, c = z.shape
         return nn.functional.cross_entropy(z.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
 
+    def objective_and_grad(self, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                           weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1/B) sum_k sum_i w_ki l(theta_k; x_i, y_i)`` and its gradient ``[K, P]``.
+
+        Rows are independent, so row k of the gradient is component k's own gradient.
+        A module may supply ``loss_grad_stack(views, x, y, weights)`` in closed form;
+        otherwise autograd differentiates ``per_sample_loss``.
+        """
+        closed = getattr(self.module, "loss_grad_stack", None)
+        if closed is not None:
+            with torch.no_grad():
+                return closed(self.layout.views(stack), x, y, weights)
+        leaf = stack.detach().requires_grad_(True)
+        loss = self.per_sample_loss(leaf, x, y)
+        if weights is not None:
+            loss = loss * weights
+        obj = loss.sum() / len(y)
+        (grad,) = torch.autograd.grad(obj, leaf)
+        return obj.detach(), grad
+
     def losses(self, stack: torch.Tensor, chunks) -> torch.Tensor:
         """Per-sample losses ``[K, n]`` over an iterator of (x, y) chunks, without gradients."""
         with torch.no_grad():

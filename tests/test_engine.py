@@ -107,8 +107,8 @@ def test_fedem_recovers_the_true_mixture_weights():
 
 
 def test_nan_loss_names_client_and_round():
-    eng = make_engine(algorithm={"name": "fedavg"}, train={"lr": 1e38})
+    eng = make_engine(algorithm={"name": "fedavg"})
+    eng.clients[5].x_train[3, 0] = float("nan")  # one poisoned sample on client 5
     from fedmtl_hpc.errors import NumericalError
-    with pytest.raises(NumericalError, match=r"(loss|parameters).* on client \d+ in round \d+"):
-        for _ in range(5):
-            eng.step()
+    with pytest.raises(NumericalError, match=r"training loss is nan on client 5 in round 1"):
+        eng.step()

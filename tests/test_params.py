@@ -42,3 +42,17 @@ def test_fresh_vector_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(before, after)
     assert torch.equal(a, fresh_vector(fm, lambda: LinearModel(3, 2), 11))
     assert not torch.equal(a, fresh_vector(fm, lambda: LinearModel(3, 2), 12))
+
+
+def test_closed_form_gradient_equals_autograd():
+    torch.manual_seed(3)
+    fm = FlatModel(LinearModel(7, 4))
+    stack, x, y = torch.randn(3, fm.n_params), torch.randn(9, 7), torch.randint(0, 4, (9,))
+    for w in (None, torch.rand(3, 9)):
+        obj, grad = fm.objective_and_grad(stack, x, y, w)
+        fm.module.loss_grad_stack = None  # an instance attribute hides the closed form: autograd
+        try:
+            obj_ref, grad_ref = fm.objective_and_grad(stack, x, y, w)
+        finally:
+            del fm.module.loss_grad_stack
+        assert torch.allclose(obj, obj_ref, atol=1e-6) and torch.allclose(grad, grad_ref, atol=1e-6)

@@ -47,12 +47,8 @@ def local_sgd(model: FlatModel, theta: torch.Tensor, data: ClientData,
     buf = torch.zeros_like(theta) if cfg.momentum > 0 else None
     total, count = 0.0, 0
     for idx in batches(data.n_train, cfg, gen, theta.device):
-        leaf = theta.detach().requires_grad_(True)
-        loss = model.per_sample_loss(leaf, *data.train_batch(idx, gen))
-        if weights is not None:
-            loss = loss * weights[:, idx]
-        obj = loss.sum() / len(idx)
-        (grad,) = torch.autograd.grad(obj, leaf)
+        x, y = data.train_batch(idx, gen)
+        obj, grad = model.objective_and_grad(theta, x, y, None if weights is None else weights[:, idx])
         with torch.no_grad():
             if cfg.weight_decay:
                 grad.add_(theta, alpha=cfg.weight_decay)
