@@ -14,11 +14,19 @@
 # `sbatch -n 8` runs on a 2-core box (needs SlurmdParameters=config_overrides,
 # or the node drains); proctrack/linuxproc, because proctrack/cgroup fails
 # silently in this sandbox (jobs "complete" with no output); MpiDefault=pmi2
-# so plain `srun` wires up the MPICH wheel. Needs root; no systemd.
+# so plain `srun` wires up the MPICH wheel. For the requeue tests: a requeued job
+# may start again only after the job credential expires (AuthInfo=cred_expire, Slurm's
+# default 120 s; here SLURM_CI_CRED_EXPIRE, default 5 s), and only when the scheduler
+# next looks (sched_interval/bf_interval 1 s here, 60/30 s by default); MinJobAge=5
+# makes `sbatch --wait` poll every 2 s. With these a requeue restarts in about 6 s.
+# `up` restarts the daemons when the config it would write differs from the one in
+# place. Needs root; no systemd.
 set -euo pipefail
 
 CPUS=${SLURM_CI_CPUS:-8}
 WAIT_S=${SLURM_CI_WAIT_S:-60}
+# a requeued job may start again only after the credential lifetime (Slurm default 120 s)
+CRED_EXPIRE=${SLURM_CI_CRED_EXPIRE:-5}
 CONF=/etc/slurm/slurm.conf
 MARK="# written by fedmtl_hpc .ci/slurm.sh"
 HOST=$(hostname -s)
@@ -59,12 +67,8 @@ cmd_install() {
   say "installed ${missing[*]}"
 }
 
-write_conf() {
-  if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF" && [ "${SLURM_CI_FORCE:-0}" != 1 ]; then
-    die "$CONF exists and was not written by this script; set SLURM_CI_FORCE=1 to replace it"
-  fi
-  install -d -m 755 /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-  cat >"$CONF" <<EOF
+conf_text() {
+  cat <<EOF
 $MARK for host $HOST; rewritten by every 'up'
 ClusterName=ci
 SlurmctldHost=$HOST(127.0.0.1)
@@ -83,7 +87,14 @@ SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
 MailProg=/bin/true
+# a requeued job waits out the job credential's lifetime before it starts again
+AuthInfo=cred_expire=$CRED_EXPIRE
 SchedulerType=sched/backfill
+# test cluster: test pending (e.g. requeued) jobs every second, not every 30-60 s
+SchedulerParameters=bf_interval=1,sched_interval=1
+# sbatch --wait polls every 2 s only while MinJobAge/2 <= 2 (else every 8-32 s);
+# a finished job's record stays at least this long
+MinJobAge=5
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -95,6 +106,14 @@ SlurmdDebug=info
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Sockets=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=20000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+}
+
+write_conf() {
+  if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF" && [ "${SLURM_CI_FORCE:-0}" != 1 ]; then
+    die "$CONF exists and was not written by this script; set SLURM_CI_FORCE=1 to replace it"
+  fi
+  install -d -m 755 /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+  conf_text >"$CONF"
 }
 
 start_munge() {
@@ -119,8 +138,8 @@ cmd_up() {
   local ctld_running=0 d_running=0
   pid_of /run/slurmctld.pid slurmctld >/dev/null && ctld_running=1
   pid_of /run/slurmd.pid slurmd >/dev/null && d_running=1
-  if [ $ctld_running = 0 ] || [ $d_running = 0 ]; then
-    # restart both: a config written now must be read by both daemons
+  if [ $ctld_running = 0 ] || [ $d_running = 0 ] || [ "$(cat "$CONF" 2>/dev/null)" != "$(conf_text)" ]; then
+    # (re)start both: a config written now must be read by both daemons
     stop_slurm
     write_conf
     # -c: clear saved state, so a node drained by an earlier run does not stay drained

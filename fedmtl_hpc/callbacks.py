@@ -39,8 +39,9 @@ class Evaluate(Callback):
         if stats.stop or not (stats.round % self.every == 0 or stats.round == engine.cfg.run.rounds):
             return
         t0 = time.perf_counter()
-        row = engine.evaluate()
-        row.update(w, round=stats.round, train_loss=stats.train_loss, t_eval=time.perf_counter() - t0)
+        # decentralized evaluate() returns the all-ranks train_loss (stats holds a rank-local one)
+        row = {"train_loss": stats.train_loss, **engine.evaluate()}
+        row.update(w, round=stats.round, t_eval=time.perf_counter() - t0)
         row.update(stats.extra)
         engine.metrics.append(row)
         for k in w:
@@ -84,9 +85,10 @@ class Progress(Callback):
             r = engine.metrics.last()
             per_round = (r["t_compute"] + r["t_exchange"]) / max(stats.round - self.prev, 1)
             self.prev = stats.round
+            gossip = f"  consensus {r['consensus_distance']:.3g}" if "consensus_distance" in r else ""
             self.log(("\r" if self.tty else "") + f"round {int(r['round']):>5}/{engine.cfg.run.rounds}  "
                      f"train_loss {r['train_loss']:.4f}  test_acc {r['test_acc_mean']:.4f} "
-                     f"(p10 {r['test_acc_p10']:.4f})  {per_round:.3f} s/round")
+                     f"(p10 {r['test_acc_p10']:.4f}){gossip}  {per_round:.3f} s/round")
 
 
 class Checkpoint(Callback):
@@ -108,13 +110,17 @@ class Checkpoint(Callback):
 
 
 def snapshot(engine) -> ckpt.Snapshot | None:
-    """Gather every client's state to rank 0 and build the Snapshot (None on other ranks)."""
+    """Gather every client's state to rank 0 and build the Snapshot (None on other ranks).
+
+    ``engine.client_tensors()`` names what is gathered (decentralized mode adds each client's
+    own components); ``engine.finish_snapshot`` adds what only that mode stores (/topology).
+    """
     comm, cfg = engine.comm, engine.cfg
-    states = {k: comm.gather_rows(t.detach().cpu().numpy(), engine.counts) for k, t in engine.store.tensors.items()}
+    states = {k: comm.gather_rows(t.detach().cpu().numpy(), engine.counts) for k, t in engine.client_tensors().items()}
     weights = comm.gather_rows(np.asarray(engine.weights, dtype=np.float64), engine.counts)
     if comm.rank != 0:
         return None
-    return ckpt.Snapshot(
+    snap = ckpt.Snapshot(
         round=engine.round, algorithm=cfg.algorithm.name, config_text=config_to_yaml(cfg),
         shared=engine.shared.detach().cpu().numpy(), layout=engine.model.layout.as_dict(),
         client_ids=np.arange(engine.dataset.n_clients, dtype=np.int64), client_weight=weights,
@@ -125,3 +131,5 @@ def snapshot(engine) -> ckpt.Snapshot | None:
         metrics=engine.metrics.deterministic(),
         pending={"bytes_exchanged": engine.window["bytes_exchanged"]},
         attrs={"rounds_total": cfg.run.rounds, "world_size": comm.size})
+    engine.finish_snapshot(snap)
+    return snap

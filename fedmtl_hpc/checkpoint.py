@@ -4,15 +4,23 @@ Layout (``format_version`` 1; see docs/checkpoint-format.md)::
 
     /                      attrs: format_version, producer, round, rounds_total, algorithm,
                                   n_clients, n_shared, n_params, world_size, config_sha256,
-                                  params_sha256, complete
+                                  params_sha256, complete; mode (decentralized runs only)
     /config                YAML text of the resolved config (the run's exact settings)
-    /global/params         float32 [K, P]   shared components; attr layout (JSON)
+    /global/params         float32 [K, P]   shared components; attr layout (JSON). Decentralized:
+                                            the network average of the clients' own components
     /clients/ids           int64   [N]      client ids (training clients)
     /clients/weight        float64 [N]      aggregation weights (n_t)
-    /clients/state/<name>  float32 [N, ...] private state (FedEM: pi [N, M]; Local: params [N, 1, P])
+    /clients/state/<name>  float32 [N, ...] private state (FedEM: pi [N, M]; Local: params [N, 1, P];
+                                            decentralized: components [N, K, P], each client's own copy)
     /rng                   attrs: seed, next_round, scheme (counter-based streams: no hidden state)
     /optimizer             attrs: kind, lr, momentum, weight_decay, note
     /partition             attrs: kind, seed, sha256
+    /topology              decentralized runs only: the graph of the last round (round - 1)
+      /topology/edges      int64   [E, 2]   undirected client pairs i < j
+      /topology/W          float64 [N, N]   its mixing matrix
+                           attrs: kind, weights, seed, change_every, p, n_nodes, spectral_gap,
+                                  graph_round, period, next_round, schedule (the schedule is
+                                  stateless: (seed, next_round) is its whole state)
     /metrics/<column>      float64 [R]      the metrics rows so far (timing columns excluded);
                            attrs pending_<column>: totals since the last row (bytes_exchanged)
 
@@ -62,6 +70,7 @@ class Snapshot:
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     pending: dict = field(default_factory=dict)   # deterministic totals since the last metrics row
     attrs: dict = field(default_factory=dict)
+    topology: dict | None = None                  # decentralized: {"edges", "W", "attrs"}
 
 
 def _ds(group: h5py.Group, name: str, data: np.ndarray, **attrs) -> None:
@@ -102,6 +111,13 @@ def save(snap: Snapshot, directory: str, keep: int) -> str:
         r.attrs.update({"seed": snap.seed, "next_round": snap.round, "scheme": SCHEME})
         f.create_group("optimizer", track_times=False).attrs.update(snap.optimizer)
         f.create_group("partition", track_times=False).attrs.update(snap.partition)
+        if snap.topology is not None:
+            t = f.create_group("topology", track_times=False)
+            t.attrs.update(snap.topology["attrs"])
+            _ds(t, "edges", np.asarray(snap.topology["edges"], dtype=np.int64).reshape(-1, 2),
+                units="undirected client-id pairs, i < j")
+            _ds(t, "W", np.asarray(snap.topology["W"], dtype=np.float64),
+                units="mixing weight: symmetric, doubly stochastic, W[i, j] > 0 only on edges and the diagonal")
         m = f.create_group("metrics", track_times=False)
         m.attrs.update({f"pending_{k}": v for k, v in snap.pending.items()})
         for k, v in snap.metrics.items():
@@ -152,6 +168,8 @@ def verify(path: str) -> dict:
             info["path"], info["datasets"] = path, shapes
             info["client_state"] = sorted(f["clients/state"].keys())
             info["partition"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f["partition"].attrs.items()}
+            if "topology" in f:
+                info["topology"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f["topology"].attrs.items()}
             return info
     except CheckpointError:
         raise
@@ -175,9 +193,18 @@ def load(path: str, rows: range | None = None) -> Snapshot:
                 partition={k: (v.item() if hasattr(v, "item") else v) for k, v in pa.items()},
                 optimizer=dict(f["optimizer"].attrs),
                 metrics={k: f["metrics"][k][()] for k in f["metrics"]},
-                pending={k[8:]: float(v) for k, v in f["metrics"].attrs.items() if k.startswith("pending_")})
+                pending={k[8:]: float(v) for k, v in f["metrics"].attrs.items() if k.startswith("pending_")},
+                topology=_load_topology(f))
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
+
+
+def _load_topology(f: h5py.File) -> dict | None:
+    if "topology" not in f:
+        return None
+    t = f["topology"]
+    return {"edges": t["edges"][()].reshape(-1, 2), "W": t["W"][()],
+            "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in t.attrs.items()}}
 
 
 def newest_valid(directory: str, warn=print) -> str | None:

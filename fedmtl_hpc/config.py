@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
@@ -17,7 +18,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Config", "RunConfig", "DataConfig", "ModelConfig", "AlgorithmConfig",
+__all__ = ["Config", "RunConfig", "DataConfig", "ModelConfig", "AlgorithmConfig", "TopologyConfig",
            "TrainConfig", "CheckpointConfig", "load_config", "parse_config",
            "apply_overrides", "config_to_yaml", "config_sha256"]
 
@@ -46,9 +47,18 @@ class RunConfig:
     stop_after: int = _f(0, _at_least(0), doc="if > 0: checkpoint and stop (exit 3) after this round, as if signalled")
 
 
+DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist", "emnist", "femnist", "shakespeare")
+PARTITIONS = ("auto", "iid", "dirichlet", "label_group", "pathological", "pachinko", "natural")
+MODELS = ("linear", "femnist_cnn", "cifar_cnn", "mobilenet_v2", "resnet18", "lstm")
+# which models fit each dataset's inputs (28x28 grey, 32x32 colour, 80-character windows)
+_FITS = {"synthetic": ("linear",), "shakespeare": ("lstm",),
+         **{d: ("linear", "femnist_cnn") for d in ("mnist", "fashion_mnist", "emnist", "femnist")},
+         **{d: ("linear", "cifar_cnn", "mobilenet_v2", "resnet18") for d in ("cifar10", "cifar100")}}
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _f("synthetic", _one_of("synthetic"), doc="dataset")
+    name: str = _f("synthetic", _one_of(*DATASETS), doc="dataset: " + " | ".join(DATASETS))
     n_clients: int = _f(300, _at_least(1), doc="clients that train")
     unseen_clients: int = _f(30, _at_least(0), doc="extra clients never trained on; adapted and evaluated at each eval")
     dim: int = _f(150, _at_least(1), doc="synthetic: feature dimension d")
@@ -58,11 +68,34 @@ class DataConfig:
     test_per_client: int = _f(500, _at_least(1), doc="synthetic: test samples per client")
     min_train: int = _f(50, _at_least(1), doc="synthetic: train size = min(lognormal(4, 2) + min_train, max_train)")
     max_train: int = _f(1000, _at_least(1), doc="synthetic: cap on the train size per client")
+    root: str = _f("", doc="real data: folder of the released files; empty: $FEDMTL_DATA/<name> "
+                   "(cifar: $FEDMTL_DATA; fashion_mnist: else /usr/share/datasets/fashion-mnist)")
+    seed: int = _f(-1, _at_least(-1), doc="real data: partition seed (-1: run.seed); fix it to keep one split across run seeds")
+    partition: str = _f("auto", _one_of(*PARTITIONS), doc="real data: " + " | ".join(PARTITIONS) + "; auto: "
+                        "the paper's split (label_group for cifar10/emnist/mnist/fashion_mnist, pachinko for "
+                        "cifar100, natural for femnist/shakespeare)")
+    partition_alpha: float = _f(0.4, _positive(), doc="dirichlet / label_group: Dirichlet concentration; "
+                                "pachinko: coarse-label concentration")
+    pachinko_beta: float = _f(10.0, _positive(), doc="pachinko: fine-label concentration within a coarse label")
+    n_groups: int = _f(0, _at_least(0), doc="label_group: label groups (0: one group per label)")
+    shards_per_client: int = _f(2, _at_least(1), doc="pathological: label-sorted shards per client")
+    fraction: float = _f(1.0, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+                         doc="share of the pooled samples (train + test files) kept before partitioning")
+    test_fraction: float = _f(0.2, _rule(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
+                              doc="per-client share of samples held out for testing")
+    val_fraction: float = _f(0.0, _rule(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+                             doc="per-client share held out for validation (used when eval_split = val)")
+    eval_split: str = _f("test", _one_of("test", "val"), doc="held-out share that evaluation reports: test | val")
+    min_samples: int = _f(1, _at_least(1), doc="fewest samples a client may get; natural: smaller writers/roles are skipped")
+    emnist_split: str = _f("byclass", _one_of("byclass", "bymerge", "balanced", "letters", "digits", "mnist"),
+                           doc="emnist: which of the six released splits")
+    verify: bool = _f(False, doc="cifar10 / cifar100: check the MD5 of the released files before reading them")
+    augment: bool = _f(False, doc="cifar10 / cifar100: random crop (pad 4) + horizontal flip of every training batch")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f("linear", _one_of("linear"), doc="model architecture")
+    name: str = _f("linear", _one_of(*MODELS), doc="model: " + " | ".join(MODELS))
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,46 @@ class AlgorithmConfig:
     name: str = _f("fedem", _one_of("fedem", "fedavg", "local"), doc="fedem | fedavg | local")
     n_components: int = _f(3, _at_least(1), doc="fedem: mixture components M")
     adapt_iters: int = _f(50, _at_least(0), doc="fedem: E-step/pi iterations for clients unseen in training")
+    mode: str = _f("client-server", _one_of("client-server", "decentralized"),
+                   doc="client-server (one Allreduce per round) | decentralized (gossip over `topology`: "
+                       "fedem = D-FedEM, fedavg = D-SGD)")
+
+    def __post_init__(self):
+        if self.mode == "decentralized" and self.name == "local":
+            raise ConfigError("algorithm.mode = decentralized needs algorithm.name fedem (D-FedEM) or "
+                              "fedavg (D-SGD); local exchanges nothing, got local")
+
+
+def _shape_rule(v) -> bool:
+    return v is None or (isinstance(v, list) and len(v) == 2 and all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in v))
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """The gossip graph of decentralized mode; its nodes are the training clients (comm/topology.py)."""
+
+    kind: str = _f("ring", _one_of("ring", "torus", "complete", "star", "erdos_renyi", "edges"),
+                   doc="decentralized: graph over the clients: ring | torus | complete | star | erdos_renyi | edges")
+    p: float = _f(0.5, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+                  doc="erdos_renyi: edge probability (redrawn until connected, bounded tries)")
+    seed: int = _f(7, _at_least(0), doc="seed of random graphs and of time-varying relabelings")
+    file: str = _f("", doc="edges: text file of `i j` client pairs, one per line (path relative to the working directory)")
+    change_every: int = _f(0, _at_least(0), doc="if > 0: a new seeded graph every k rounds (0: static)")
+    weights: str = _f("metropolis", _rule(bool, "must be metropolis, uniform or a path"),
+                      doc="metropolis | uniform (regular graphs) | path of an n x n matrix file (rows of "
+                          "numbers like 0.25 or 1/4)")
+    shape: object = _f(None, _rule(_shape_rule, "must be null or [rows, cols] with integers >= 1"),
+                       doc="torus: null (most square rows x cols = n) or [rows, cols]")
+
+    def __post_init__(self):
+        if self.kind == "edges" and not self.file:
+            raise ConfigError("topology.file is required when topology.kind = edges")
+        if self.shape is not None and self.kind != "torus":
+            raise ConfigError(f"topology.shape applies to kind torus only, got kind {self.kind}")
+        if self.change_every and self.weights not in ("metropolis", "uniform"):
+            raise ConfigError("topology.weights: a matrix file cannot follow a time-varying graph "
+                              "(topology.change_every > 0); use metropolis or uniform")
 
 
 @dataclass(frozen=True)
@@ -99,6 +172,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -119,6 +193,8 @@ def _coerce(path: str, typ: type, value: Any) -> Any:
           isinstance(value, typ))
     if not ok:
         raise ConfigError(f"{path} must be {_TYPE_NAMES[typ]}, got {value!r}")
+    if typ is float and not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number, got {value!r}")
     return float(value) if typ is float else value
 
 
@@ -149,11 +225,38 @@ def _build(cls: type, raw: Any, path: str):
     return cls(**values)
 
 
+def _check_data(d: "DataConfig", model: str) -> None:
+    """Cross-field rules of data.* and model.name (real datasets, partitions, models)."""
+    natural = d.name in ("femnist", "shakespeare")
+    rules = [
+        (d.name == "synthetic" and d.partition != "auto", "data.partition applies to real datasets; "
+         f"synthetic draws its own mixture, got {d.partition}"),
+        (natural and d.partition not in ("auto", "natural"), f"data.partition must be natural (or auto) for "
+         f"{d.name}: clients are its writers/roles, got {d.partition}"),
+        (not natural and d.partition == "natural", f"data.partition natural needs femnist or shakespeare, got {d.name}"),
+        (d.partition == "pachinko" and d.name != "cifar100", f"data.partition pachinko needs cifar100 "
+         f"(coarse and fine labels), got {d.name}"),
+        (natural and d.fraction < 1.0, f"data.fraction must be 1 for {d.name}: choose how many writers/roles "
+         f"take part with data.n_clients, got {d.fraction}"),
+        (d.test_fraction + d.val_fraction >= 1.0, f"data.test_fraction + data.val_fraction must be < 1, got "
+         f"{d.test_fraction} + {d.val_fraction}"),
+        (d.eval_split == "val" and d.val_fraction == 0.0, "data.eval_split = val needs data.val_fraction > 0"),
+        ((d.augment or d.verify) and d.name not in ("cifar10", "cifar100"),
+         f"data.augment and data.verify apply to cifar10 / cifar100 only, got {d.name}"),
+        (model not in _FITS[d.name], f"model.name must be one of {' | '.join(_FITS[d.name])} for data.name "
+         f"{d.name}, got {model}"),
+    ]
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
+
+
 def parse_config(raw: Any) -> Config:
     """Validate a mapping (from YAML) into a frozen Config."""
     cfg = _build(Config, raw, "")
     if cfg.data.min_train > cfg.data.max_train:
         raise ConfigError(f"data.min_train must be <= data.max_train ({cfg.data.max_train}), got {cfg.data.min_train}")
+    _check_data(cfg.data, cfg.model.name)
     return cfg
 
 

@@ -6,10 +6,14 @@ locally into one float64 buffer, ONE in-place all-reduce, finish the
 aggregate. Evaluation, metrics, checkpoints, progress and stop handling are
 callbacks (``callbacks.py``). The reduced buffer's layout is:
 
-    [ sum_t w_t theta_t (K*P) | sum_t w_t | sum_sampled w_t | sum_sampled w_t loss_t | stop votes ]
+    [ sum_t (w_t / W) theta_t (K*P) | sum_sampled w_t | sum_sampled w_t loss_t | stop votes ]
 
-where non-sampled clients contribute w_t * theta_global (the unbiased rule
-for partial participation).
+with W = sum of all clients' weights (reduced once, in round 1), so the reduced
+parameter block already is the new global model. Non-sampled clients contribute
+(w_t / W) theta_global (the unbiased rule for partial participation). Decentralized mode (no server, gossip over a graph
+of clients) is ``decentralized.DecentralizedEngine``, a subclass that replaces
+the local round, the exchange and the evaluation; ``build_engine`` picks the
+class from ``algorithm.mode``.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from .data.base import ClientData, contiguous_block
 from .errors import NumericalError
 from .metrics import MetricsTable
 
-__all__ = ["Engine", "RoundStats", "sample_clients"]
+__all__ = ["Engine", "RoundStats", "build_engine", "check_local_result", "sample_clients"]
 
-_W, _WS, _LOSS, _STOP = range(4)  # slots after the parameters
+_WS, _LOSS, _STOP = range(3)  # slots after the parameters
+_SLOTS = 3
 
 
 def sample_clients(seed: int, rnd: int, n: int, participation: float) -> np.ndarray:
@@ -41,6 +46,22 @@ def sample_clients(seed: int, rnd: int, n: int, participation: float) -> np.ndar
     mask = np.zeros(n, dtype=bool)
     mask[rng.np_stream(seed, rng.SAMPLE, rnd).choice(n, size=k, replace=False)] = True
     return mask
+
+
+def check_local_result(res, cid: int, rnd: int) -> None:
+    """NaN/Inf in a client's loss or parameters stops the run, naming client and round (1-based)."""
+    if not math.isfinite(res.loss):
+        raise NumericalError(f"training loss is {res.loss} on client {cid} in round {rnd + 1}")
+    if res.params is not None and res.params.numel() and not bool(torch.isfinite(res.params).all()):
+        raise NumericalError(f"parameters hold NaN or Inf on client {cid} in round {rnd + 1}")
+
+
+def build_engine(cfg: Config, comm, dataset, model, factory, device: torch.device) -> "Engine":
+    """The engine for ``cfg.algorithm.mode``: Engine (client-server) or DecentralizedEngine."""
+    if cfg.algorithm.mode == "decentralized":
+        from .decentralized import DecentralizedEngine
+        return DecentralizedEngine(cfg, comm, dataset, model, factory, device)
+    return Engine(cfg, comm, dataset, model, factory, device)
 
 
 @dataclass
@@ -91,7 +112,10 @@ class Engine:
             for k, v in self.algo.init_state(cid).items():
                 self.store.tensors[k][i].copy_(v)
         kp = self.shared.numel()
-        self.buffer = torch.zeros(kp + 4, dtype=torch.float64)      # the one exchanged buffer (CPU)
+        # the one exchanged buffer (CPU, float64); numpy allocates it so large buffers get huge pages
+        self.buffer = torch.from_numpy(np.zeros(kp + _SLOTS))
+        self._slots = self.buffer.numpy()[kp:]
+        self._w_total: float | None = None                            # sum of all clients' weights
         self.round = 0                                               # rounds completed
         self.callbacks: list = []
         self.metrics = MetricsTable(("test_acc_unseen",) if dataset.n_unseen else ())
@@ -129,48 +153,56 @@ class Engine:
                           stop=stop)
 
     def local_round(self) -> None:
-        """Train the rank's sampled clients; leave their n_t-weighted sums in ``self.buffer``."""
+        """Train the rank's sampled clients; leave their (n_t / n)-weighted sum in ``self.buffer``.
+
+        Contributions are scaled by the total weight n (known after round 1's one extra
+        reduction), so the reduced buffer already is the new global model: the exchange
+        then costs one all-reduce and one cast, nothing else.
+        """
         cfg, r = self.cfg, self.round
         mask = sample_clients(cfg.run.seed, r, self.dataset.n_clients, cfg.train.participation)
-        kp = self.shared.numel()
-        acc = torch.zeros(kp, dtype=torch.float64, device=self.device)
-        w_all = w_s = loss_s = idle = 0.0
+        kp, inv = self.shared.numel(), 1.0 / self._total_weight()
+        on_cpu = self.device.type == "cpu"
+        acc = self.buffer[:kp] if on_cpu else torch.zeros(kp, dtype=torch.float64, device=self.device)
+        acc.zero_()
+        w_s = loss_s = idle = 0.0
         for i, (cid, data) in enumerate(zip(self.train_ids, self.clients)):
             w = self.weights[i]
-            w_all += w
             if not mask[cid]:
                 idle += w  # unbiased rule: a non-sampled client contributes the current global model
                 continue
             gen = rng.torch_stream(cfg.run.seed, rng.TRAIN, cid, r)
             res = self.algo.local_update(data, self.shared, self.store.state(i), gen)
-            if not math.isfinite(res.loss):
-                raise NumericalError(f"training loss is {res.loss} on client {cid} in round {r + 1}")
+            check_local_result(res, cid, r)  # finite contributions -> a finite convex combination
             if kp:
-                if not bool(torch.isfinite(res.params).all()):
-                    raise NumericalError(f"parameters hold NaN or Inf on client {cid} in round {r + 1}")
-                acc.add_(res.params.reshape(-1), alpha=w)
+                acc.add_(res.params.reshape(-1), alpha=w * inv)
             w_s += w
             loss_s += w * res.loss
         if kp and idle:
-            acc.add_(self.shared.reshape(-1), alpha=idle)
-        buf = self.buffer
-        buf[:kp].copy_(acc)
-        buf[kp + _W], buf[kp + _WS], buf[kp + _LOSS] = w_all, w_s, loss_s
+            acc.add_(self.shared.reshape(-1), alpha=idle * inv)
+        if not on_cpu:
+            self.buffer[:kp].copy_(acc)
+        self._slots[_WS], self._slots[_LOSS] = w_s, loss_s
+
+    def _total_weight(self) -> float:
+        """sum_t n_t over all training clients (one small all-reduce, the first time only)."""
+        if self._w_total is None:
+            v = np.array([sum(self.weights)], dtype=np.float64)
+            self.comm.allreduce_(v)
+            self._w_total = float(v[0])
+        return self._w_total
 
     def exchange(self) -> tuple[float, bool]:
-        """The round's one in-place all-reduce, then shared = sum w theta / sum w.
+        """The round's one in-place all-reduce; the result is cast into the shared stack.
 
         Returns (weighted mean training loss of the sampled clients, stop agreed).
         """
-        kp, buf = self.shared.numel(), self.buffer
-        buf[kp + _STOP] = 1.0 if signals.requested() else 0.0
-        self.comm.allreduce_(buf)
+        kp, slots = self.shared.numel(), self._slots
+        slots[_STOP] = 1.0 if signals.requested() else 0.0
+        self.comm.allreduce_(self.buffer)
         if kp:
-            new = (buf[:kp] / buf[kp + _W]).to(torch.float32)
-            if not bool(torch.isfinite(new).all()):
-                raise NumericalError(f"aggregated parameters hold NaN or Inf after round {self.round + 1}")
-            self.shared.copy_(new.view_as(self.shared))
-        return float(buf[kp + _LOSS] / buf[kp + _WS]), bool(buf[kp + _STOP] > 0)
+            self.shared.view(-1).copy_(self.buffer[:kp])  # float64 -> float32, into existing storage
+        return float(slots[_LOSS] / slots[_WS]), bool(slots[_STOP] > 0)
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -187,18 +219,24 @@ class Engine:
                 v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
                     [self._correct(data, state), data.n_test], dtype=torch.float64)
         self.comm.allreduce_(v)
-        correct, total = v[0::2].numpy(), v[1::2].numpy()
-        acc = correct[:n] / total[:n]
-        out = {"test_acc_mean": float(acc.mean()),
-               "test_acc_weighted": float(correct[:n].sum() / total[:n].sum()),
-               "test_acc_p10": float(np.percentile(acc, 10))}
-        if u:
-            out["test_acc_unseen"] = float((correct[n:] / total[n:]).mean())
-        return out
+        return accuracy_row(v.numpy(), n, u)
 
-    def _correct(self, data: ClientData, state) -> float:
-        return float(sum((self.algo.predict_proba(x, self.shared, state).argmax(dim=1) == y).sum()
+    def _correct(self, data: ClientData, state, shared: torch.Tensor | None = None) -> float:
+        shared = self.shared if shared is None else shared
+        return float(sum((self.algo.predict_proba(x, shared, state).argmax(dim=1) == y).sum()
                          for x, y in data.iter_test()))
+
+    # -- checkpoint hooks (callbacks.snapshot) ----------------------------------
+    def client_tensors(self) -> dict[str, torch.Tensor]:
+        """Per-client ``[n_local, ...]`` tensors a checkpoint gathers (name -> tensor)."""
+        return self.store.tensors
+
+    def finish_snapshot(self, snap) -> None:
+        """Rank 0: add what this mode stores beyond the common Snapshot (nothing here)."""
+
+    def describe(self) -> str:
+        """A start-up line about the exchange beyond the common one ('' for client-server)."""
+        return ""
 
     # -- resume -------------------------------------------------------------------
     def restore(self, snap) -> None:
@@ -216,3 +254,15 @@ class Engine:
             t.copy_(torch.from_numpy(snap.client_state[k]))
         self.round = snap.round
         self.window["bytes_exchanged"] = float(snap.pending.get("bytes_exchanged", 0.0))
+
+
+def accuracy_row(v: np.ndarray, n: int, u: int) -> dict:
+    """Metrics from the reduced ``[correct_c, total_c]`` pairs of n training + u unseen clients."""
+    correct, total = v[0:2 * (n + u):2], v[1:2 * (n + u):2]
+    acc = correct[:n] / total[:n]
+    out = {"test_acc_mean": float(acc.mean()),
+           "test_acc_weighted": float(correct[:n].sum() / total[:n].sum()),
+           "test_acc_p10": float(np.percentile(acc, 10))}
+    if u:
+        out["test_acc_unseen"] = float((correct[n:] / total[n:]).mean())
+    return out

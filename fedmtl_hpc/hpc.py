@@ -9,13 +9,14 @@ Node-local rank precedence, first complete source wins (``RankEnv.launcher``):
 
 1. ``openmpi``  OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE
 2. ``mpich``    MPI_LOCALRANKID, MPI_LOCALNRANKS (MPICH/Intel MPI hydra)
-3. ``pmi``      PMI_LOCAL_RANK, PMI_LOCAL_SIZE (Cray PALS, some PMI-2 launchers)
-4. ``slurm``    SLURM_LOCALID and the step's tasks on SLURM_NODEID, only inside
+3. ``mvapich``  MV2_COMM_WORLD_LOCAL_RANK, MV2_COMM_WORLD_LOCAL_SIZE (MVAPICH2 mpirun_rsh)
+4. ``pmi``      PMI_LOCAL_RANK, PMI_LOCAL_SIZE (Cray PALS, some PMI-2 launchers)
+5. ``slurm``    SLURM_LOCALID and the step's tasks on SLURM_NODEID, only inside
                 an srun step (SLURM_STEP_ID set)
-5. ``mpi-shm``  the MPI layer's shared-memory split (the ``fallback`` callable)
-6. ``pbs``      PBS_NODEFILE lines for this host, the local rank from PMI_RANK
+6. ``mpi-shm``  the MPI layer's shared-memory split (the ``fallback`` callable)
+7. ``pbs``      PBS_NODEFILE lines for this host, the local rank from PMI_RANK
                 assuming the nodefile order is the rank order
-7. ``single``   (0, 1): not launched by anything we know
+8. ``single``   (0, 1): not launched by anything we know
 
 The launcher's own variables come before Slurm's because they are inherited
 wrongly: ``mpiexec`` inside a Slurm allocation starts its proxy with one srun
@@ -141,6 +142,7 @@ def detect_local_rank(env: Env, fallback: LocalFallback | None = None,
     """
     for found in (_pair(env, "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "openmpi"),
                   _pair(env, "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "mpich"),
+                  _pair(env, "MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE", "mvapich"),
                   _pair(env, "PMI_LOCAL_RANK", "PMI_LOCAL_SIZE", "pmi"),
                   _slurm(env)):
         if found is not None:

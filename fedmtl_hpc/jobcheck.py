@@ -4,7 +4,7 @@ Catches template errors before a job waits in a queue to fail: directives
 after the first command (PBS and Slurm ignore them for their own prefix, but
 Slurm's sbatch still obeys a late ``#PBS`` line: measured with Slurm 22.05),
 unknown PBS options, malformed ``-l select=``, ``walltime=``, ``mem=``,
-``--time``, ``--ntasks``, ``--signal``, ``--gpus-per-node``.
+``--time``, ``--ntasks``, ``--signal``, ``--gpus-per-node``, ``--array``, ``--open-mode``.
 
 Some checks exist because sbatch reads ``#PBS`` lines differently from PBS
 (measured): a bare ``walltime=3600`` is seconds to PBS but minutes to sbatch,
@@ -43,6 +43,7 @@ _MEM = re.compile(r"\d+(?:[kmgtp]?b|[kmgt]?w)", re.IGNORECASE)
 _INT_KEYS = ("ncpus", "mpiprocs", "ompthreads", "ngpus")
 # Slurm --time: min, min:sec, h:min:sec, d-h, d-h:min, d-h:min:sec
 _SLURM_TIME = re.compile(r"(\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}|UNLIMITED|INFINITE)", re.IGNORECASE)
+_ARRAY = re.compile(r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?")
 _SIGNAL = re.compile(r"(?:[RB]{1,2}:)?(?:SIG)?(?:[A-Z]+[0-9]*|\d+)(?:@\d+)?", re.IGNORECASE)
 _PBS_ARG = {"-N", "-l", "-j", "-o", "-e", "-q", "-A", "-m", "-M", "-W", "-r", "-J"}
 _PBS_FLAG = {"-V"}
@@ -175,6 +176,11 @@ def _check_sbatch(tokens: list[str], add: Callable[[str, str], None]) -> None:
         elif opt == "--signal":
             if value is None or not _SIGNAL.fullmatch(value):
                 add(f"--signal {value!r}: expecting [B:]SIG[@seconds], e.g. B:USR1@300", "error")
+        elif opt in ("-a", "--array"):
+            if value is None or not _ARRAY.fullmatch(value):
+                add(f"{opt} {value!r}: expecting indexes like 1-6, 1,3,5, 0-15:4, optionally %N", "error")
+        elif opt == "--open-mode" and value not in ("append", "truncate"):
+            add(f"--open-mode {value!r}: expecting append or truncate", "error")
 
 
 def check_text(text: str) -> list[Problem]:

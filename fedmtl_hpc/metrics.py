@@ -2,7 +2,10 @@
 
 Columns (fixed names): round, train_loss, test_acc_mean, test_acc_weighted,
 test_acc_p10, bytes_exchanged, t_compute, t_exchange, t_eval, t_checkpoint,
-plus test_acc_unseen when unseen clients exist. ``bytes_exchanged`` and the
+plus test_acc_unseen when unseen clients exist, plus consensus_distance in
+decentralized mode (mean over clients of ||theta_t - theta_bar||^2 summed over
+all K*P numbers, theta_bar the average of the clients' components; each client's
+accuracy there is that of its OWN components). ``bytes_exchanged`` and the
 ``t_*`` columns are totals over the rounds since the previous row (seconds on
 rank 0; bytes summed over ranks), so a column's sum is the run's total.
 """

@@ -37,10 +37,14 @@ class ParamLayout:
         return cls(tuple(names), tuple(shapes), tuple(offsets), off)
 
     def views(self, stack: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Views ``[K, *shape]`` into a ``[K, P]`` stack (no copies; gradients flow)."""
+        """Views ``[K, *shape]`` into a ``[K, P]`` stack (no copies; gradients flow).
+
+        One ``torch.split`` rather than a slice per tensor: its backward is a single
+        concatenation instead of one zero-filled full-size gradient per slice.
+        """
         k = stack.shape[0]
-        return {n: stack[:, o:o + _numel(s)].view(k, *s)
-                for n, s, o in zip(self.names, self.shapes, self.offsets)}
+        parts = torch.split(stack, [_numel(s) for s in self.shapes], dim=1)
+        return {n: t.view(k, *s) for n, t, s in zip(self.names, parts, self.shapes)}
 
     def as_dict(self) -> list[dict]:
         return [{"name": n, "shape": list(s), "offset": o}

@@ -23,6 +23,7 @@ from . import __version__, hpc, signals
 from . import checkpoint as ckpt
 from .callbacks import Checkpoint, Evaluate, Progress, WriteMetrics
 from .config import Config, apply_overrides, config_sha256, config_to_yaml, parse_config
+from .decentralized import check_config as check_topology
 from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError
 
 __all__ = ["run", "resume", "RESUME_OVERRIDABLE"]
@@ -86,14 +87,14 @@ def _agree(comm, fn):
 def _build(cfg: Config, comm):
     """Dataset, model and engine for this rank."""
     from .data import build_dataset
-    from .engine import Engine
+    from .engine import build_engine
     from .models import build_model
     from .params import FlatModel
     local = _local()  # every rank: the shared-memory fallback is a collective
     device = _device(cfg, local)
-    dataset = build_dataset(cfg)
+    dataset = build_dataset(cfg, comm.rank, comm.size)  # real data: only this rank's clients are materialised
     factory = lambda: build_model(cfg.model.name, dataset.input_shape, dataset.n_classes)  # noqa: E731
-    engine = Engine(cfg, comm, dataset, FlatModel(factory()), factory, device)
+    engine = build_engine(cfg, comm, dataset, FlatModel(factory()), factory, device)  # by algorithm.mode
     engine.local = local
     return engine
 
@@ -182,12 +183,16 @@ def _startup(cfg: Config, comm, engine, log: _Log, threads: int) -> None:
                                job_id=hpc.scheduler_job_id(os.environ)))
     log(f"fedmtl_hpc {__version__}: {comm.size} ranks, {cfg.data.n_clients} clients, {cfg.algorithm.name}, "
         f"{engine.model.n_params} params x {engine.shared.shape[0]} shared component(s)")
+    if engine.describe():
+        log(engine.describe())
 
 
 def run(cfg: Config, run_dir: str | None) -> int:
     """``fedmtl-hpc run``: a new run from a validated config."""
+    signals.install()  # from the start: a stop request during set-up must not kill the rank
     comm = _comm()
     cfg.check_world(comm.size)                          # no collective before this succeeds
+    check_topology(cfg)                                 # decentralized: graph and file errors too
     threads = _threads()
     log = _Log(comm.rank)
 
@@ -221,6 +226,7 @@ def run(cfg: Config, run_dir: str | None) -> int:
 
 def resume(run_dir: str, overrides: list[str]) -> int:
     """``fedmtl-hpc resume``: continue from the newest valid checkpoint in run_dir."""
+    signals.install()  # from the start: a stop request during set-up must not kill the rank
     comm = _comm()
     for item in overrides:
         if item.partition("=")[0] not in RESUME_OVERRIDABLE:

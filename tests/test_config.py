@@ -21,6 +21,7 @@ def test_defaults_match_issue_keys():
     ({"run": {"rounds": 2.5}}, "run.rounds must be an integer, got 2.5"),
     ({"run": {"rounds": True}}, "run.rounds must be an integer, got True"),
     ({"train": {"momentum": 1.0}}, "train.momentum must be in [0, 1), got 1.0"),
+    ({"train": {"lr": float("inf")}}, "train.lr must be a finite number, got inf"),
     ({"data": {"n_clients": 0}}, "data.n_clients must be >= 1, got 0"),
     ({"data": {"colour": 1}}, "data.colour is not a known key"),
     ({"optimiser": {}}, "optimiser is not a known key"),

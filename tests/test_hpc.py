@@ -68,6 +68,32 @@ def test_mpich_hydra():
     assert detect_local_rank(env) == RankEnv(0, 8, "mpich")
 
 
+def test_mvapich():
+    env = {"MV2_COMM_WORLD_LOCAL_RANK": "2", "MV2_COMM_WORLD_LOCAL_SIZE": "4", "MV2_COMM_WORLD_RANK": "6"}
+    assert detect_local_rank(env) == RankEnv(2, 4, "mvapich")
+
+
+def test_pbs_pro_under_mpiexec_without_local_vars(tmp_path):
+    # PBS Pro + a launcher that exports only PMI_RANK: the nodefile answers, else the MPI split
+    nodefile = tmp_path / "aaa.pbs01"
+    nodefile.write_text("cn01\ncn01\ncn01\ncn01\ncn02\ncn02\ncn02\ncn02\n")
+    env = {"PBS_JOBID": "4242.pbs01", "PBS_NODEFILE": str(nodefile), "PMI_RANK": "5", "PMI_SIZE": "8"}
+    assert detect_local_rank(env, hostname="cn02.cluster") == RankEnv(1, 4, "pbs")
+    assert detect_local_rank(env, fallback=lambda: (1, 4), hostname="cn02") == RankEnv(1, 4, "mpi-shm")
+    assert node_count(env) == 2 and scheduler_job_id(env) == "4242.pbs01"
+
+
+def test_every_launcher_variable_set_alone():
+    """Each launcher's pair on its own gives that launcher (the table in hpc.py's docstring)."""
+    pairs = {"openmpi": ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+             "mpich": ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+             "mvapich": ("MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE"),
+             "pmi": ("PMI_LOCAL_RANK", "PMI_LOCAL_SIZE")}
+    for launcher, (rank, size) in pairs.items():
+        assert detect_local_rank({rank: "1", size: "3"}) == RankEnv(1, 3, launcher)
+        assert detect_local_rank({rank: "1"}, fallback=lambda: (0, 1)).launcher == "mpi-shm"  # half a pair
+
+
 def test_pmi_local():
     env = {"PMI_LOCAL_RANK": "5", "PMI_LOCAL_SIZE": "6", "PMI_RANK": "11"}
     assert detect_local_rank(env) == RankEnv(5, 6, "pmi")
@@ -93,11 +119,14 @@ def test_pbs_missing_nodefile_is_a_config_error(tmp_path):
 def test_precedence_launcher_beats_inherited_slurm():
     assert detect_local_rank(HYDRA_IN_SLURM) == RankEnv(1, 2, "mpich")
     env = {**SRUN, "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "3",
-           "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2", "PMI_LOCAL_RANK": "1", "PMI_LOCAL_SIZE": "2"}
+           "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2", "MV2_COMM_WORLD_LOCAL_RANK": "0",
+           "MV2_COMM_WORLD_LOCAL_SIZE": "2", "PMI_LOCAL_RANK": "1", "PMI_LOCAL_SIZE": "2"}
     assert detect_local_rank(env).launcher == "openmpi"
     del env["OMPI_COMM_WORLD_LOCAL_RANK"]
     assert detect_local_rank(env).launcher == "mpich"
     del env["MPI_LOCALRANKID"]
+    assert detect_local_rank(env).launcher == "mvapich"
+    del env["MV2_COMM_WORLD_LOCAL_RANK"]
     assert detect_local_rank(env).launcher == "pmi"
     del env["PMI_LOCAL_SIZE"]
     assert detect_local_rank(env).launcher == "slurm"

@@ -39,6 +39,9 @@ GOOD_SLURM = """#!/bin/bash -l
 #SBATCH --signal=B:USR1@300
 #SBATCH --signal USR1@120
 #SBATCH --requeue
+#SBATCH --array=1-6%3
+#SBATCH -a 0-15:4,20
+#SBATCH --open-mode=append
 srun fedmtl-hpc run configs/x.yaml
 """
 
@@ -105,6 +108,9 @@ def test_bad_pbs(directive, needle):
     ("--gpus-per-node=four", "integer count"),
     ("--signal=B:USR1@soon", "--signal"),
     ("--signal=B:@300", "--signal"),
+    ("--array=1-", "--array"),
+    ("--array=a-b", "--array"),
+    ("--open-mode=add", "append or truncate"),
 ])
 def test_bad_sbatch(directive, needle):
     problem = one_error(f"#!/bin/bash\n#SBATCH {directive}\nsrun true\n")
@@ -149,3 +155,12 @@ def test_check_file_and_main(tmp_path, capsys):
     assert main([str(good), str(bad)]) == 1
     assert f"{bad}:2: error: -n '0'" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_shipped_templates_pass():
+    from pathlib import Path
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    paths = sorted(jobs.glob("*.slurm")) + sorted(jobs.glob("*.pbs"))
+    assert len(paths) >= 6
+    for path in paths:
+        assert [p for p in check_file(path) if p.severity == "error"] == [], path

@@ -1,7 +1,8 @@
 """The communicator interface and its one-process double.
 
 Only ``comm/mpi.py`` imports mpi4py. Buffers are numpy arrays or CPU tensors
-(shared memory with numpy); every reduction is in place.
+(shared memory with numpy); every reduction is in place. Decentralized mode
+talks to graph neighbours only, through a ``Neighborhood`` (``comm.neighborhood``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Communicator", "SelfComm", "as_numpy"]
+__all__ = ["Communicator", "Exchange", "Neighborhood", "SelfComm", "SelfNeighborhood", "as_numpy"]
 
 
 def as_numpy(buf) -> np.ndarray:
@@ -22,6 +23,38 @@ def as_numpy(buf) -> np.ndarray:
     if not buf.flags.c_contiguous:
         raise TypeError("MPI buffers must be contiguous")
     return buf
+
+
+class Neighborhood(Protocol):
+    """The ranks one rank exchanges with in decentralized mode (an MPI distributed graph).
+
+    ``sources`` / ``destinations``: sorted rank ids it receives from / sends to.
+    """
+
+    sources: tuple[int, ...]
+    destinations: tuple[int, ...]
+
+    def alltoallv_(self, send: np.ndarray, send_counts: np.ndarray, send_displs: np.ndarray,
+                   recv: np.ndarray, recv_counts: np.ndarray, recv_displs: np.ndarray) -> None:
+        """One neighbourhood all-to-all on rows: C-contiguous 2-D ``send``/``recv`` of one dtype
+        and row length; block i of ``send`` (``send_counts[i]`` rows from row ``send_displs[i]``;
+        blocks may overlap) goes to ``destinations[i]``, block j of ``recv`` comes from ``sources[j]``.
+        """
+
+    def plan_alltoallv(self, send: np.ndarray, send_counts: np.ndarray, send_displs: np.ndarray,
+                       recv: np.ndarray, recv_counts: np.ndarray, recv_displs: np.ndarray) -> "Exchange":
+        """The same exchange set up once (collective) on buffers that stay put: ``run()`` per round."""
+
+    def free(self) -> None:
+        """Release the communicator and its plans (also when the graph changes)."""
+
+
+class Exchange(Protocol):
+    def run(self) -> None:
+        """Do the planned exchange once (blocking)."""
+
+    def free(self) -> None:
+        """Release the plan (before its buffers go away)."""
 
 
 class Communicator(Protocol):
@@ -41,6 +74,30 @@ class Communicator(Protocol):
 
     def abort(self, code: int) -> None:
         """End every rank of the job now."""
+
+    def neighborhood(self, sources, destinations) -> Neighborhood:
+        """A graph communicator for these neighbour ranks (collective over all ranks)."""
+
+
+class SelfNeighborhood:
+    """The neighbourhood of the only rank: nobody, so an exchange moves nothing."""
+
+    sources: tuple[int, ...] = ()
+    destinations: tuple[int, ...] = ()
+
+    def alltoallv_(self, send, send_counts, send_displs, recv, recv_counts, recv_displs):
+        if len(send_counts) or len(recv_counts):
+            raise ValueError("a single rank has no neighbours to exchange with")
+
+    def plan_alltoallv(self, send, send_counts, send_displs, recv, recv_counts, recv_displs):
+        self.alltoallv_(send, send_counts, send_displs, recv, recv_counts, recv_displs)  # the same check
+        return self
+
+    def run(self):
+        pass
+
+    def free(self):
+        pass
 
 
 class SelfComm:
@@ -63,3 +120,8 @@ class SelfComm:
 
     def abort(self, code):
         raise SystemExit(code)
+
+    def neighborhood(self, sources, destinations):
+        if list(sources) or list(destinations):
+            raise ValueError(f"rank 0 of 1 has no neighbour ranks, got {list(sources)} / {list(destinations)}")
+        return SelfNeighborhood()

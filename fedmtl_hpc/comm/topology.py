@@ -8,9 +8,9 @@ symmetric and doubly stochastic, supported on edges + diagonal. Gossip
 x <- W x converges to the mean at rate (1 - gap)^k, gap = 1 - max_{k>=2} |lambda_k|
 (Boyd, Diaconis, Xiao, "Fastest mixing Markov chain", SIAM Rev. 2004).
 
-Edge-list files: one ``i j`` pair per line, ``#`` starts a comment, blank lines
-are skipped; ``i j`` and ``j i`` (or a repeated pair) are the same undirected
-edge and are merged silently, since hand-written lists often carry both directions.
+User edge-list and matrix files are read by ``comm/graph_files.py``; the split of W
+over ranks (``block_owner``, ``RankBlock``, ``local_blocks``) lives in ``comm/blocks.py``.
+Both are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,20 +18,25 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fedmtl_hpc.errors import ConfigError
 
+from .blocks import RankBlock, block_owner, local_blocks
+from .graph_files import read_edge_file, read_matrix_file
+
 __all__ = ["KINDS", "WEIGHTS", "ER_MAX_TRIES", "Topology", "TopologySchedule", "RankBlock",
            "ring_edges", "torus_shape", "torus_edges", "complete_edges", "star_edges",
-           "erdos_renyi_edges", "read_edge_file", "degrees", "is_connected",
+           "erdos_renyi_edges", "read_edge_file", "read_matrix_file", "degrees", "is_connected",
            "metropolis_weights", "uniform_weights", "validate_mixing", "spectral_gap",
-           "build_topology", "mix_reference", "block_owner", "local_blocks", "draw_png"]
+           "build_topology", "schedule_from_config", "mix_reference", "block_owner",
+           "local_blocks", "draw_png"]
 
-KINDS = ("ring", "torus", "complete", "star", "erdos_renyi", "file")
+KINDS = ("ring", "torus", "complete", "star", "erdos_renyi", "edges")
+_ALIASES = {"file": "edges"}  # the kind's first name; kept so old configs and scripts still work
 WEIGHTS = ("metropolis", "uniform")
 ER_MAX_TRIES = 100
 EdgeArray = np.ndarray  # (E, 2) int64, i < j, unique, lexicographically sorted
@@ -96,31 +101,6 @@ def erdos_renyi_edges(n: int, p: float, rng: np.random.Generator,
                       f"seeded tries; use a larger topology.p{hint}")
 
 
-def read_edge_file(path: str | os.PathLike, n: int) -> EdgeArray:
-    """Parse an ``i j`` edge-list file for nodes 0..n-1; errors name the file and line."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"topology.file {str(path)!r} cannot be read: {exc.strerror}") from None
-    pairs = []
-    for lineno, raw in enumerate(lines, start=1):
-        text = raw.split("#", 1)[0].strip()
-        if not text:
-            continue
-        where = f"topology.file {str(path)!r} line {lineno}"
-        try:
-            i, j = map(int, text.split())  # a wrong token count is a ValueError too
-        except ValueError:
-            raise ConfigError(f"{where}: expecting two integers 'i j', got {text!r}") from None
-        if not (0 <= i < n and 0 <= j < n):
-            raise ConfigError(f"{where}: node out of range in {text!r}, nodes are 0..{n - 1}")
-        if i == j:
-            raise ConfigError(f"{where}: self-loop {text!r}; the diagonal of W is implicit")
-        pairs.append((i, j))
-    return _canon(n, pairs)
-
-
 def degrees(n: int, edges: EdgeArray) -> np.ndarray:
     """(n,) int64 number of neighbours of each node."""
     return np.bincount(edges.ravel(), minlength=n).astype(np.int64)
@@ -134,12 +114,21 @@ def _adjacency(n: int, edges: EdgeArray) -> list[list[int]]:
     return [sorted(a) for a in adj]
 
 
-def is_connected(n: int, edges: EdgeArray) -> bool:
-    """True when every node is reachable from node 0 (breadth-first search)."""
+def _reachable(n: int, edges: EdgeArray) -> set[int]:
+    """Nodes reachable from node 0 (breadth-first search)."""
     adj, seen, frontier = _adjacency(n, edges), {0}, [0]
     while frontier:
         frontier = [j for i in frontier for j in adj[i] if j not in seen and not seen.add(j)]
-    return len(seen) == n
+    return seen
+
+
+def is_connected(n: int, edges: EdgeArray) -> bool:
+    """True when every node is reachable from node 0."""
+    return len(_reachable(n, edges)) == n
+
+
+def _first_unreachable(n: int, edges: EdgeArray) -> int:
+    return min(set(range(n)) - _reachable(n, edges))
 
 
 def metropolis_weights(n: int, edges: EdgeArray) -> np.ndarray:
@@ -229,9 +218,9 @@ def _edges_for(kind: str, n: int, rng: np.random.Generator, p: float,
                file: str | os.PathLike | None, shape: Sequence[int] | None) -> EdgeArray:
     if kind not in KINDS:
         raise ConfigError(f"topology.kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "file":
-        if file is None:
-            raise ConfigError("topology.file is required when topology.kind = 'file'")
+    if kind == "edges":
+        if not file:
+            raise ConfigError("topology.file is required when topology.kind = 'edges'")
         return read_edge_file(file, n)
     if kind == "torus":
         return torus_edges(n, shape)
@@ -243,17 +232,26 @@ def _edges_for(kind: str, n: int, rng: np.random.Generator, p: float,
 def build_topology(kind: str, n: int, *, p: float = 0.5, seed: int | np.random.SeedSequence = 7,
                    file: str | os.PathLike | None = None, shape: Sequence[int] | None = None,
                    weights: str | np.ndarray = "metropolis") -> Topology:
-    """Graph of ``kind`` on n nodes + its mixing matrix ('metropolis', 'uniform' or an (n, n) W).
+    """Graph of ``kind`` on n nodes + its mixing matrix.
 
-    ``seed`` only matters for erdos_renyi; ``file`` for kind 'file'; ``shape`` for torus.
+    weights: 'metropolis', 'uniform', an (n, n) array, or the path of a matrix file.
+    ``seed`` only matters for erdos_renyi; ``file`` for kind 'edges'; ``shape`` for torus.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"topology needs an integer n >= 1 nodes, got {n!r}")
-    n = int(n)
+    n, kind = int(n), _ALIASES.get(kind, kind)
+    from_file = isinstance(weights, (str, os.PathLike)) and str(weights) not in WEIGHTS
+    if from_file and not os.path.isfile(weights):
+        raise ConfigError(f"topology.weights must be one of {', '.join(WEIGHTS)} or the path of an "
+                          f"(n, n) matrix file, got {str(weights)!r} (no such file)")
     edges = _edges_for(kind, n, np.random.default_rng(seed), p, file, shape)
     if not is_connected(n, edges):
-        raise ConfigError(f"topology.kind = {kind!r} with n = {n} gives a disconnected graph; "
-                          f"every node must be reachable from node 0")
+        lost = _first_unreachable(n, edges)
+        source = f"topology.file {str(file)!r}" if kind == "edges" else f"topology.kind = {kind!r} with n = {n}"
+        raise ConfigError(f"{source} gives a disconnected graph: no path joins node {lost} to node 0; "
+                          f"every client must be reachable")
+    if from_file:
+        weights = read_matrix_file(weights, n, edges)
     if isinstance(weights, str):
         if weights not in WEIGHTS:
             raise ConfigError(f"topology.weights must be one of {', '.join(WEIGHTS)} "
@@ -261,7 +259,11 @@ def build_topology(kind: str, n: int, *, p: float = 0.5, seed: int | np.random.S
         W = metropolis_weights(n, edges) if weights == "metropolis" else uniform_weights(n, edges)
     else:
         W = validate_mixing(weights, n, edges)
-    return Topology(n, edges, W, kind, spectral_gap(W), degrees(n, edges))
+    gap = spectral_gap(W)
+    if n > 1 and gap <= 1e-12:  # only a user W can get here: zero weights that cut the graph
+        raise ConfigError(f"topology.weights: spectral gap {gap:.3g}, the mixing matrix does not "
+                          f"connect the graph (gossip would never reach consensus)")
+    return Topology(n, edges, W, kind, gap, degrees(n, edges))
 
 
 def _relabel(t: Topology, perm: np.ndarray) -> Topology:
@@ -293,9 +295,10 @@ class TopologySchedule:
                               f"got {change_every!r}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"topology.seed must be an integer >= 0, got {seed!r}")
-        if change_every and not isinstance(weights, str):
+        if change_every and not (isinstance(weights, str) and weights in WEIGHTS):
             raise ConfigError("topology.weights: a fixed matrix cannot follow a time-varying "
                               "graph; use 'metropolis' or 'uniform', or change_every: 0")
+        kind = _ALIASES.get(kind, kind)
         self.kind, self.n, self.change_every, self.seed = kind, int(n), int(change_every), int(seed)
         self._kw = dict(p=p, file=file, shape=shape, weights=weights)
         # Built now so config errors surface at start-up, not at the first graph change.
@@ -331,68 +334,15 @@ def mix_reference(W: np.ndarray, X: np.ndarray) -> np.ndarray:
     return W @ X
 
 
-def block_owner(n: int, size: int) -> np.ndarray:
-    """(n,) int64 rank of each node: contiguous blocks, the first n % size ranks one larger."""
-    counts = np.full(size, n // size, np.int64)
-    counts[: n % size] += 1
-    return np.repeat(np.arange(size, dtype=np.int64), counts)
+def schedule_from_config(cfg) -> TopologySchedule:
+    """The schedule a run uses: cfg.topology over the cfg.data.n_clients training clients.
 
-
-@dataclass(frozen=True, eq=False)
-class RankBlock:
-    """What rank ``rank`` needs to compute its rows of W @ X with neighbour messages only.
-
-    nodes: (m,) global ids it owns; W_local: (m, m) = W[nodes][:, nodes].
-    recv[q]: sorted global ids of rank q's nodes whose vectors it reads, and
-    W_remote[q]: (m, len(recv[q])) = W[nodes][:, recv[q]]; row a, column b non-zero
-    means own node nodes[a] needs remote node recv[q][b]. send[q]: own ids rank q
-    reads (= q's recv[rank]), in that order. Ranks absent from recv/send share no edge.
+    Builds (and so validates) the first graph: every graph, file and matrix error is a
+    ConfigError raised identically on every rank before any collective.
     """
-
-    rank: int
-    nodes: np.ndarray
-    W_local: np.ndarray
-    recv: dict[int, np.ndarray] = field(default_factory=dict)
-    send: dict[int, np.ndarray] = field(default_factory=dict)
-    W_remote: dict[int, np.ndarray] = field(default_factory=dict)
-
-    def mix(self, X_local: np.ndarray, received: dict[int, np.ndarray]) -> np.ndarray:
-        """Own rows of W @ X: (m, P) local rows + {q: (len(recv[q]), P)} -> (m, P)."""
-        out = self.W_local @ X_local
-        for q, Wq in self.W_remote.items():
-            out += Wq @ received[q]
-        return out
-
-
-def local_blocks(W: np.ndarray, owner: np.ndarray, size: int | None = None) -> list[RankBlock]:
-    """Split W by rank: owner[i] = rank of node i (non-decreasing, i.e. contiguous blocks).
-
-    Communication follows W's off-diagonal non-zeros, so a zero-weight edge sends nothing.
-    Returns one RankBlock per rank 0..size-1 (size defaults to max(owner) + 1).
-    """
-    W, owner = np.asarray(W), np.asarray(owner, dtype=np.int64)
-    n = len(W)
-    if owner.shape != (n,) or (n and owner.min() < 0) or np.any(np.diff(owner) < 0):
-        raise ValueError(f"owner must be ({n},) non-negative and non-decreasing, got {owner}")
-    size = int(owner.max()) + 1 if size is None else size
-    talk = (W != 0) & ~np.eye(n, dtype=bool)
-    on = [owner == r for r in range(size)]  # (n,) mask of each rank's nodes
-    reads = [talk[m].any(axis=0) for m in on]  # (n,) columns any row of that rank uses
-    blocks = []
-    for r in range(size):
-        nodes = np.flatnonzero(on[r])
-        recv, send, W_remote = {}, {}, {}
-        for q in range(size):
-            if q == r:
-                continue
-            ids = np.flatnonzero(reads[r] & on[q])  # q's nodes my rows need
-            out = np.flatnonzero(reads[q] & on[r])  # my nodes q's rows need
-            if len(ids):
-                recv[q], W_remote[q] = ids, W[np.ix_(nodes, ids)]
-            if len(out):
-                send[q] = out
-        blocks.append(RankBlock(r, nodes, W[np.ix_(nodes, nodes)], recv, send, W_remote))
-    return blocks
+    t = cfg.topology
+    return TopologySchedule(t.kind, cfg.data.n_clients, t.change_every, t.seed, p=t.p,
+                            file=t.file or None, shape=t.shape, weights=t.weights)
 
 
 def draw_png(topology: Topology, path: str | os.PathLike, size: int = 512) -> Path:

@@ -23,7 +23,8 @@ import numpy as np
 from fedmtl_hpc.errors import DataError
 
 __all__ = ["CifarSplit", "CIFAR10_MD5", "CIFAR100_MD5", "load_cifar10",
-           "load_cifar100", "verify_md5", "restricted_load"]
+           "load_cifar100", "verify_md5", "restricted_load", "cifar_files",
+           "read_cifar_file"]
 
 # MD5 of the extracted files of cifar-10-python.tar.gz and
 # cifar-100-python.tar.gz, as published in torchvision's datasets/cifar.py.
@@ -243,3 +244,34 @@ def load_cifar100(root: str | Path, train: bool = True,
         label_names=_names(meta, "fine_label_names", 100),
         coarse_labels=_labels(d, "coarse_labels", n, 20, path),
         coarse_label_names=_names(meta, "coarse_label_names", 20))
+
+
+def cifar_files(root: str | Path, dataset: str,
+                verify: bool = False) -> list[Path]:
+    """Data files of ``dataset`` ("cifar10" or "cifar100"), train then test.
+
+    Checks what ``load_cifar10`` / ``load_cifar100`` check (folder, every
+    file present, MD5 when ``verify``) without reading the images, so a
+    caller can read one file at a time (:func:`read_cifar_file`).
+    """
+    if dataset == "cifar10":
+        folder = _folder(root, _CIFAR10_DIR, "batches.meta", "cifar-10-python")
+        files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        _check(folder, files + ["batches.meta"], CIFAR10_MD5, verify)
+    else:
+        folder = _folder(root, _CIFAR100_DIR, "meta", "cifar-100-python")
+        files = ["train", "test"]
+        _check(folder, files + ["meta"], CIFAR100_MD5, verify)
+    return [folder / name for name in files]
+
+
+def read_cifar_file(path: Path, dataset: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One data file: images uint8 [N,3,32,32], labels int64 [N], coarse (CIFAR-100) or None."""
+    d = _load_dict(path)
+    images = _images(d, path)
+    n = images.shape[0]
+    if dataset == "cifar10":
+        return images, _labels(d, "labels", n, 10, path), None
+    return (images, _labels(d, "fine_labels", n, 100, path),
+            _labels(d, "coarse_labels", n, 20, path))

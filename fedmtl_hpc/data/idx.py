@@ -47,6 +47,8 @@ def _read_bytes(path: Path) -> tuple[bytes, bool]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except OSError as exc:  # permissions, a directory, I/O errors
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if raw[:2] != b"\x1f\x8b":
         return raw, True
     parts, rest, complete = [], raw, True
@@ -160,9 +162,13 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DEBIAN_DIR,
     return _mnist_like(root, train, _FASHION_HINT)
 
 
-def load_emnist(root: str | Path, split: str,
-                train: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """EMNIST split, upright: images uint8 [N,28,28], labels int64 [N] from 0."""
+def load_emnist(root: str | Path, split: str, train: bool = True,
+                upright: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """EMNIST split, upright: images uint8 [N,28,28], labels int64 [N] from 0.
+
+    ``upright=False`` returns the stored (transposed) images without the
+    full-size copy, for callers that keep a subset and transpose only that.
+    """
     if split not in EMNIST_CLASSES:
         raise DataError(f"EMNIST split must be one of "
                         f"{sorted(EMNIST_CLASSES)}, got '{split}'")
@@ -178,5 +184,7 @@ def load_emnist(root: str | Path, split: str,
         found.append(_find(root, (stem + ".gz", stem), _EMNIST_HINT))
     offset = 1 if split == "letters" else 0  # letters are stored as 1..26
     images, labels = _pair(found[0], found[1], EMNIST_CLASSES[split], offset)
+    if not upright:
+        return images, labels
     # EMNIST stores each image transposed (column-major); swap H and W.
     return np.ascontiguousarray(images.transpose(0, 2, 1)), labels

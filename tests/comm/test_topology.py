@@ -263,8 +263,12 @@ def test_mix_reference() -> None:
 
 
 def test_block_owner() -> None:
-    assert T.block_owner(10, 3).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert T.block_owner(2, 4).tolist() == [0, 1]
+    # the engine's dealing (data.base.contiguous_block): rank r owns [r*n//size, (r+1)*n//size)
+    assert T.block_owner(10, 3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    from fedmtl_hpc.data.base import contiguous_block
+    for n, size in [(300, 8), (7, 7), (10, 4), (65, 8)]:
+        assert T.block_owner(n, size).tolist() == [r for r in range(size)
+                                                   for _ in contiguous_block(n, size, r)]
 
 
 @pytest.mark.parametrize("kind,n", [("ring", 16), ("torus", 16), ("erdos_renyi", 17),
@@ -344,3 +348,91 @@ def test_canvas_primitives_and_clipping() -> None:
     assert np.array_equal(read_png(encode_png(c.pixels)), c.pixels)
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4)))
+
+
+# -- issue 3 additions: the user edge-list kind at every size, uniform weights at the extremes,
+# -- user matrix files (every error names file and line), and the config entry point.
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64])
+def test_edge_list_kind_gives_valid_w_at_every_size(tmp_path, n: int) -> None:
+    """kind 'edges': a random spanning tree plus chords, written with repeats and both directions."""
+    rng = np.random.default_rng(n)
+    pairs = [(int(rng.integers(0, i)), i) for i in range(1, n)]
+    pairs += [(int(a), int(b)) for a, b in rng.integers(0, n, size=(n, 2)) if a != b]
+    lines = [f"{j} {i}  # reversed" if k % 3 == 0 else f"{i} {j}" for k, (i, j) in enumerate(pairs + pairs[:2])]
+    f = tmp_path / "g.txt"
+    f.write_text("# user graph\n" + "\n".join(lines) + "\n")
+    t = T.build_topology("edges", n, file=f)
+    check_edges(t)
+    check_mixing(t)
+    assert t.kind == "edges" and len(t.edges) == len({tuple(sorted(p)) for p in pairs})
+    assert (t.spectral_gap > 0) == (n > 1) or n == 1
+
+
+@pytest.mark.parametrize("kind,n", [("ring", 1), ("ring", 64), ("complete", 1), ("complete", 3),
+                                    ("complete", 64), ("torus", 1), ("torus", 2)])
+def test_uniform_weights_at_extreme_sizes(kind: str, n: int) -> None:
+    t = T.build_topology(kind, n, weights="uniform")
+    check_mixing(t)
+
+
+def _matrix_file(tmp_path, rows: list[str], name: str = "w.txt"):
+    f = tmp_path / name
+    f.write_text("# a user mixing matrix\n" + "\n".join(rows) + "\n")
+    return f
+
+
+def test_matrix_file_accepted_with_fractions(tmp_path) -> None:
+    f = _matrix_file(tmp_path, ["1/2 1/4 0 1/4", "0.25 0.5 0.25 0  # decimals too", "", "0 1/4 1/2 1/4",
+                                "1/4 0 1/4 1/2"])
+    t = T.build_topology("ring", 4, weights=str(f))
+    lazy = 0.5 * np.eye(4) + 0.25 * (np.roll(np.eye(4), 1, 0) + np.roll(np.eye(4), -1, 0))
+    assert np.array_equal(t.W, lazy) and t.spectral_gap == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("rows,line,what", [
+    (["1/2 1/2 0", "1/2 1/2", "0 0 1"], 3, "expecting 3 numbers"),
+    (["1/2 1/2 0", "1/2 x 0", "0 0 1"], 3, "expecting 3 numbers like"),
+    (["1.2 -0.2 0", "-0.2 1.2 0", "0 0 1"], 2, "non-negative"),
+    (["0.5 0.4 0", "0.4 0.6 0", "0 0 1"], 2, "not doubly stochastic, row 0 sums to 0.9"),
+    (["0.5 0.5 0", "0.3 0.4 0.3", "0 0.3 0.7"], 2, "not symmetric, W.0,1. = 0.5"),
+    (["0 1 0", "1 0 0", "0 0 1"], 2, "self-weight W.0,0. must be positive"),
+    (["0.5 0 0.5", "0 1 0", "0.5 0 0.5"], 2, "not an edge of the graph"),
+    (["1 0 0", "0 1 0", "0 0 1", "1 0 0"], 5, "more than n = 3 rows"),
+])
+def test_matrix_file_errors_name_file_and_line(tmp_path, rows, line: int, what: str) -> None:
+    """Path graph 0-1-2 (edges file), so W[0,2] is off the edges; line 1 is the comment."""
+    edges = tmp_path / "path.txt"
+    edges.write_text("0 1\n1 2\n")
+    f = _matrix_file(tmp_path, rows, "bad_w.txt")
+    with pytest.raises(ConfigError, match=rf"topology.weights '.*bad_w\.txt' line {line}: .*{what}"):
+        T.build_topology("edges", 3, file=edges, weights=str(f))
+
+
+def test_matrix_file_short_missing_or_disconnecting(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"bad_w\.txt': expecting 3 rows.*got 2"):
+        T.build_topology("ring", 3, weights=str(_matrix_file(tmp_path, ["1 0 0", "0 1 0"], "bad_w.txt")))
+    with pytest.raises(ConfigError, match="topology.weights must be one of metropolis, uniform or the path"):
+        T.build_topology("ring", 3, weights=str(tmp_path / "nope.txt"))
+    ident = _matrix_file(tmp_path, ["1 0 0", "0 1 0", "0 0 1"])  # valid rules, but mixes nothing
+    with pytest.raises(ConfigError, match="spectral gap 0.*does not connect"):
+        T.build_topology("ring", 3, weights=str(ident))
+
+
+def test_disconnected_edge_file_names_the_file_and_a_lost_node(tmp_path) -> None:
+    f = tmp_path / "split.txt"
+    f.write_text("0 1\n2 3\n")
+    with pytest.raises(ConfigError, match=r"topology.file '.*split\.txt' gives a disconnected graph: .*node 2"):
+        T.build_topology("edges", 4, file=f)
+
+
+def test_schedule_from_config_uses_clients_as_nodes() -> None:
+    from fedmtl_hpc.config import parse_config
+    cfg = parse_config({"data": {"n_clients": 12}, "algorithm": {"mode": "decentralized"},
+                        "topology": {"kind": "erdos_renyi", "p": 0.4, "seed": 3, "change_every": 2}})
+    s = T.schedule_from_config(cfg)
+    assert s.n == 12 and s.change_every == 2 and s.seed == 3
+    ref = T.TopologySchedule("erdos_renyi", 12, change_every=2, seed=3, p=0.4)
+    assert np.array_equal(s.at(5).edges, ref.at(5).edges)
+    torus = parse_config({"data": {"n_clients": 12}, "topology": {"kind": "torus", "shape": [2, 6]}})
+    assert T.schedule_from_config(torus).at(0).neighbors(0) == [1, 5, 6]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,64 +13,11 @@ import pytest
 from fedmtl_hpc.data.cifar import (CIFAR10_MD5, CIFAR100_MD5, load_cifar10,
                                    load_cifar100, restricted_load, verify_md5)
 from fedmtl_hpc.errors import DataError
-
-NAMES10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-           "horse", "ship", "truck"]
-
-
-def _emit(obj: object, out: bytearray) -> None:
-    """Python-2 cPickle protocol-2 opcodes: str is BINSTRING, arrays numpy 1.x."""
-    if isinstance(obj, dict):
-        out += b"}("
-        for key, value in obj.items():
-            _emit(key, out)
-            _emit(value, out)
-        out += b"u"
-    elif isinstance(obj, (bytes, str)):  # a Python-2 str: SHORT_BINSTRING/BINSTRING
-        raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        out += (b"U" + bytes([len(raw)]) if len(raw) < 256
-                else b"T" + struct.pack("<i", len(raw))) + raw
-    elif isinstance(obj, bool):
-        out += b"\x88" if obj else b"\x89"
-    elif isinstance(obj, int):
-        out += (b"K" + bytes([obj]) if 0 <= obj < 256
-                else b"J" + struct.pack("<i", obj))
-    elif obj is None:
-        out += b"N"
-    elif isinstance(obj, list):
-        out += b"]("
-        for value in obj:
-            _emit(value, out)
-        out += b"e"
-    elif isinstance(obj, tuple):
-        out += b"("
-        for value in obj:
-            _emit(value, out)
-        out += b"t"
-    elif isinstance(obj, np.ndarray) and obj.dtype == np.uint8:
-        # What numpy 1.x under Python 2 writes for an array (as in data_batch_*).
-        out += (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
-                b"K\x00\x85U\x01b\x87R(K\x01")
-        _emit(obj.shape, out)
-        out += (b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNN"
-                b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
-        _emit(obj.tobytes(), out)
-        out += b"tb"
-    else:
-        raise TypeError(type(obj))
-
-
-def py2_dumps(obj: object) -> bytes:
-    out = bytearray(b"\x80\x02")
-    _emit(obj, out)
-    return bytes(out + b".")
+from tests.data.fabricate import NAMES10, cifar_batch, py2_dumps
 
 
 def _batch(rng: np.random.Generator, n: int, n_classes: int = 10) -> dict:
-    return {"batch_label": "training batch 1 of 5",
-            "labels": [int(v) for v in rng.integers(0, n_classes, n)],
-            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            "filenames": [f"img_{i}.png" for i in range(n)]}
+    return cifar_batch(rng, n, n_classes)
 
 
 @pytest.fixture

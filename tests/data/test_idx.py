@@ -12,35 +12,7 @@ import pytest
 from fedmtl_hpc.data.idx import (FASHION_MNIST_DEBIAN_DIR, load_emnist,
                                  load_fashion_mnist, load_mnist, read_idx)
 from fedmtl_hpc.errors import DataError
-
-TYPE_BYTES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B,
-              np.dtype("i4"): 0x0C, np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    """Raw IDX: 0 0, type byte, ndim, big-endian uint32 dims, big-endian data."""
-    header = bytes([0, 0, TYPE_BYTES[arr.dtype], arr.ndim])
-    header += struct.pack(f">{arr.ndim}I", *arr.shape)
-    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path: Path, arr: np.ndarray) -> Path:
-    path.write_bytes(gzip.compress(idx_bytes(arr)))
-    return path
-
-
-def write_mnist(root: Path, n_train: int = 6, n_test: int = 4,
-                seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
-        arrays[prefix + "_x"], arrays[prefix + "_y"] = x, y
-    return arrays
+from tests.data.fabricate import TYPE_BYTES, idx_bytes, write_idx, write_mnist
 
 
 @pytest.mark.parametrize("dtype", list(TYPE_BYTES))

@@ -13,23 +13,11 @@ from fedmtl_hpc.data.leaf import (ALL_LETTERS, UNKNOWN_INDEX, VOCAB_SIZE,
                                   load_femnist, load_shakespeare)
 from fedmtl_hpc.data.partition import natural
 from fedmtl_hpc.errors import DataError
+from tests.data.fabricate import write_leaf
 
 # Copied by hand from LEAF's models/utils/language_utils.py.
 LEAF_LETTERS = ("\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]"
                 "abcdefghijklmnopqrstuvwxyz}")
-
-
-def write_leaf(root: Path, split: str,
-               files: list[dict[str, tuple[list, list]]]) -> None:
-    """One LEAF JSON file per dict {user: (x, y)}, named like LEAF's output."""
-    folder = root / split
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, users in enumerate(files):
-        blob = {"users": list(users),
-                "num_samples": [len(x) for x, _ in users.values()],
-                "user_data": {u: {"x": x, "y": y} for u, (x, y) in users.items()}}
-        (folder / f"all_data_{i}_niid_0_keep_0_{split}_9.json").write_text(
-            json.dumps(blob))
 
 
 def _pixels(rng: np.random.Generator, n: int) -> list[list[float]]:

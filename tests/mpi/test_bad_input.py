@@ -57,7 +57,7 @@ CASES = {
     "resume corrupted": (2, lambda r: ["resume", r["corrupt"]], "no valid checkpoint"),
     "resume changed partition": (2, lambda r: ["resume", r["moved"]], "data partition changed"),
     "inspect non-hdf5": (None, lambda r: ["inspect", r["cfg"]], "not a readable fedmtl_hpc checkpoint"),
-    "missing argument": (None, lambda r: ["run"], "the following arguments are required"),
+    "missing argument": (None, lambda r: ["resume"], "the following arguments are required"),
 }
 
 

@@ -1,0 +1,97 @@
+"""User graph files for decentralized mode: edge lists and mixing matrices.
+
+Edge-list files (``topology.kind: edges``): one ``i j`` pair per line, ``#`` starts a
+comment, blank lines are skipped; ``i j`` and ``j i`` (or a repeated pair) are the same
+undirected edge and are merged silently, since hand-written lists often carry both
+directions. Matrix files (``topology.weights: PATH``): n lines of n numbers (``0.25`` or
+``1/4``), same comment rules. Every error names the file and the line (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fedmtl_hpc.errors import ConfigError
+
+__all__ = ["read_edge_file", "read_matrix_file"]
+
+
+def read_edge_file(path: str | os.PathLike, n: int) -> np.ndarray:
+    """Parse an ``i j`` edge-list file for nodes 0..n-1; errors name the file and line."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"topology.file {str(path)!r} cannot be read: {exc.strerror}") from None
+    pairs = []
+    for lineno, raw in enumerate(lines, start=1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"topology.file {str(path)!r} line {lineno}"
+        try:
+            i, j = map(int, text.split())  # a wrong token count is a ValueError too
+        except ValueError:
+            raise ConfigError(f"{where}: expecting two integers 'i j', got {text!r}") from None
+        if not (0 <= i < n and 0 <= j < n):
+            raise ConfigError(f"{where}: node out of range in {text!r}, nodes are 0..{n - 1}")
+        if i == j:
+            raise ConfigError(f"{where}: self-loop {text!r}; the diagonal of W is implicit")
+        pairs.append((i, j))
+    from .topology import _canon  # here: topology imports this module
+    return _canon(n, pairs)
+
+
+def read_matrix_file(path: str | os.PathLike, n: int, edges: np.ndarray | None = None,
+                     tol: float = 1e-12) -> np.ndarray:
+    """Parse a user mixing matrix: n lines of n numbers; every rule names the file and line.
+
+    Per row: n numbers, non-negative, summing to 1, positive self-weight, zero off ``edges``
+    (when given); then symmetry (which, with the row sums, makes W doubly stochastic).
+    """
+    from fractions import Fraction
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"topology.weights {str(path)!r} cannot be read: {exc.strerror}") from None
+    rows, where = [], []
+    for lineno, raw in enumerate(lines, start=1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        at = f"topology.weights {str(path)!r} line {lineno}"
+        if len(rows) == n:
+            raise ConfigError(f"{at}: more than n = {n} rows")
+        try:
+            row = [float(Fraction(tok)) for tok in text.replace(",", " ").split()]
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{at}: expecting {n} numbers like 0.25 or 1/4, got {text!r}") from None
+        if len(row) != n:
+            raise ConfigError(f"{at}: expecting {n} numbers (one row of the {n} x {n} matrix), got {len(row)}")
+        i = len(rows)
+        if min(row) < 0.0:
+            raise ConfigError(f"{at}: entries must be non-negative, W[{i},{row.index(min(row))}] = {min(row):.6g}")
+        if abs(sum(row) - 1.0) > tol:
+            raise ConfigError(f"{at}: not doubly stochastic, row {i} sums to {sum(row)!r}, must be 1")
+        if row[i] <= 0.0:
+            raise ConfigError(f"{at}: the self-weight W[{i},{i}] must be positive, got {row[i]:.6g}")
+        if edges is not None:
+            nbrs = set(edges[edges[:, 0] == i, 1].tolist()) | set(edges[edges[:, 1] == i, 0].tolist()) | {i}
+            off = [j for j, v in enumerate(row) if v != 0.0 and j not in nbrs]
+            if off:
+                raise ConfigError(f"{at}: W[{i},{off[0]}] = {row[off[0]]:.6g} but ({i}, {off[0]}) is not an "
+                                  f"edge of the graph; weights must be zero off the edges")
+        rows.append(row)
+        where.append(at)
+    if len(rows) != n:
+        raise ConfigError(f"topology.weights {str(path)!r}: expecting {n} rows (one per client), got {len(rows)}")
+    W = np.array(rows, dtype=np.float64)
+    for i in range(n):  # symmetric + rows summing to 1 => columns sum to 1 (doubly stochastic)
+        j = int(np.argmax(np.abs(W[i] - W[:, i])))
+        if abs(W[i, j] - W[j, i]) > tol:
+            raise ConfigError(f"{where[i]}: not symmetric, W[{i},{j}] = {W[i, j]:.6g} but "
+                              f"W[{j},{i}] = {W[j, i]:.6g}")
+    return W
