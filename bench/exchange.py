@@ -26,39 +26,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import socket
 import time
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
+from _common import header, parse_bytes
 from fedmtl_hpc import engine as engine_mod
 from fedmtl_hpc.config import parse_config
 from fedmtl_hpc.data.synthetic import SyntheticMixture
 from fedmtl_hpc.models import build_model
 from fedmtl_hpc.params import FlatModel
 
-_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-
-
-def _bytes(text: str) -> int:
-    t = text.strip().upper()
-    for unit, mult in _UNITS.items():
-        if t.endswith(unit):
-            return int(float(t[:-len(unit)]) * mult)
-    return int(t)
-
-
-def _header(comm: MPI.Comm, title: str) -> None:
-    if comm.rank == 0:
-        import mpi4py
-        lib = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
-        print(f"# {title}\n# date {time.strftime('%Y-%m-%d %H:%M:%S %z')}  host {socket.gethostname()}  "
-              f"cores {os.cpu_count()}  ranks {comm.size}  load avg {os.getloadavg()[0]:.2f}\n# python {platform.python_version()}  "
-              f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)/rank)  "
-              f"mpi4py {mpi4py.__version__}  MPI {lib}", flush=True)
 
 
 def _engine(target: int, k: int, comm):
@@ -98,13 +78,13 @@ def main() -> None:
     args = ap.parse_args()
     comm = MPI.COMM_WORLD
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    _header(comm, "bench/exchange.py: Engine.exchange() vs one raw in-place float64 Allreduce")
+    header(comm, "bench/exchange.py: Engine.exchange() vs one raw in-place float64 Allreduce")
     if comm.rank == 0:
         print(f"# K = {args.components}; time = max over ranks, median over reps; target ratio <= 1.10\n"
               f"{'size':>7} {'bytes':>11} {'reps':>4} {'raw ms':>9} {'engine ms':>10} {'ratio':>6}  ok",
               flush=True)
     for text in args.sizes.split(","):
-        eng = _engine(_bytes(text), args.components, comm)
+        eng = _engine(parse_bytes(text), args.components, comm)
         n = eng.buffer.numel()
         raw = np.ones(n, dtype=np.float64)
         reps = args.reps if 8 * n < 50e6 else max(5, args.reps // 3)

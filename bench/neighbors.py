@@ -30,27 +30,16 @@ repetitions; raw, exchange and step alternate within a repetition.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import socket
 import time
 
 import numpy as np
 from mpi4py import MPI
 
+from _common import header, parse_bytes
 from fedmtl_hpc.comm import topology as T
 from fedmtl_hpc.comm.gossip import Gossip
 from fedmtl_hpc.comm.mpi import MPIComm
 
-_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-
-
-def _bytes(text: str) -> int:
-    t = text.strip().upper()
-    for unit, mult in _UNITS.items():
-        if t.endswith(unit):
-            return int(float(t[:-len(unit)]) * mult)
-    return int(t)
 
 
 def _circulant(n: int, degree: int) -> np.ndarray:
@@ -120,19 +109,16 @@ def main() -> None:
     comm = MPIComm()
     world = comm.comm
     n = comm.size * args.clients_per_rank
+    header(world, "bench/neighbors.py: Gossip.exchange_() / mix_() vs one raw Neighbor_alltoallv",
+           f"  clients {n}")
     if comm.rank == 0:
-        import mpi4py
-        print(f"# bench/neighbors.py: Gossip.exchange_() / mix_() vs one raw Neighbor_alltoallv\n"
-              f"# date {time.strftime('%Y-%m-%d %H:%M:%S %z')}  host {socket.gethostname()}  cores {os.cpu_count()}  "
-              f"ranks {comm.size}  clients {n}  load avg {os.getloadavg()[0]:.2f}\n# python {platform.python_version()}  "
-              f"numpy {np.__version__}  mpi4py {mpi4py.__version__}  MPI {comm.library}\n"
-              f"# time = max over ranks, median over {args.reps} reps; target exchange/raw <= 1.10", flush=True)
+        print(f"# time = max over ranks, median over {args.reps} reps; target exchange/raw <= 1.10", flush=True)
         print(f"{'graph':>6} {'row':>6} {'sent/rank':>10} {'raw ms':>8} {'persist':>8} {'exch ms':>8} "
               f"{'step ms':>8} {'exch/raw':>8} {'step/raw':>8}  ok", flush=True)
     for kind in ("ring", "torus"):
         t = T.build_topology(kind, n)
         for text in args.sizes.split(","):
-            g = _gossip(comm, t.W, max(1, _bytes(text) // 4))
+            g = _gossip(comm, t.W, max(1, parse_bytes(text) // 4))
             raw = Raw(g)
             ms = _time(world, {"raw": raw, "persist": _persistent(g), "exch": g.exchange_, "step": g.mix_},
                        args.reps)
@@ -149,7 +135,7 @@ def main() -> None:
         if degree < 1 or (degree == 1 and comm.size > 2):
             continue
         W = T.metropolis_weights(comm.size, _circulant(comm.size, degree))
-        g = _gossip(comm, W, max(1, _bytes(args.sweep_size) // 4))
+        g = _gossip(comm, W, max(1, parse_bytes(args.sweep_size) // 4))
         ms = _time(world, {"raw": Raw(g), "exch": g.exchange_, "step": g.mix_}, args.reps)
         if comm.rank == 0:
             print(f"{degree:>6} {ms['raw']:>8.3f} {ms['exch']:>8.3f} {ms['step']:>8.3f} "

@@ -115,6 +115,7 @@ class Engine:
         # the one exchanged buffer (CPU, float64); numpy allocates it so large buffers get huge pages
         self.buffer = torch.from_numpy(np.zeros(kp + _SLOTS))
         self._slots = self.buffer.numpy()[kp:]
+        self._cast = (self.shared.view(-1), self.buffer[:kp])  # (float32 target, float64 source) views
         self._w_total: float | None = None                            # sum of all clients' weights
         self.round = 0                                               # rounds completed
         self.callbacks: list = []
@@ -197,11 +198,11 @@ class Engine:
 
         Returns (weighted mean training loss of the sampled clients, stop agreed).
         """
-        kp, slots = self.shared.numel(), self._slots
+        slots = self._slots
         slots[_STOP] = 1.0 if signals.requested() else 0.0
         self.comm.allreduce_(self.buffer)
-        if kp:
-            self.shared.view(-1).copy_(self.buffer[:kp])  # float64 -> float32, into existing storage
+        if self._cast[0].numel():
+            self._cast[0].copy_(self._cast[1])  # float64 -> float32, into the existing shared storage
         return float(slots[_LOSS] / slots[_WS]), bool(slots[_STOP] > 0)
 
     # -- evaluation ---------------------------------------------------------------

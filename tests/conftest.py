@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,58 @@ def cfg_file(tmp_path):
     def make(name="cfg.yaml", **sections):
         return write_config(tmp_path / name, small_config(**sections))
     return make
+
+
+def rank_pids(marker: str) -> list[int]:
+    """PIDs of the fedmtl-hpc rank processes whose command line contains marker (e.g. the run dir)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and b"python" in cmd[0] and b"fedmtl_hpc.cli" in cmd and any(marker.encode() in c for c in cmd):
+            pids.append(int(d))
+    return sorted(pids)
+
+
+@contextlib.contextmanager
+def running_job(cfg: Path, run_dir: Path, n: int, min_checkpoints: int = 1):
+    """``fedmtl-hpc run`` under ``mpiexec -n n`` in the background; yields (proc, rank pids)
+    once ``min_checkpoints`` checkpoints exist; the job is killed if still running on exit."""
+    from fedmtl_hpc import checkpoint as ck
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "fedmtl_hpc.cli", "run", str(cfg), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(ck.list_checkpoints(str(run_dir / "checkpoints"))) < min_checkpoints:
+            time.sleep(0.2)
+        pids = rank_pids(str(run_dir))
+        assert len(pids) == n, pids
+        yield proc, pids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if not proc.stdout.closed:
+            proc.communicate()
+
+
+def engine_for(raw: dict, **sections):
+    """An in-process engine (one-process communicator) on synthetic data; ``sections`` update ``raw``."""
+    import torch
+    from fedmtl_hpc.comm.base import SelfComm
+    from fedmtl_hpc.config import parse_config
+    from fedmtl_hpc.data.synthetic import SyntheticMixture
+    from fedmtl_hpc.engine import build_engine
+    from fedmtl_hpc.models import build_model
+    from fedmtl_hpc.params import FlatModel
+    raw = {k: dict(v) for k, v in raw.items()}
+    for k, v in sections.items():
+        raw.setdefault(k, {}).update(v)
+    cfg = parse_config(raw)
+    ds = SyntheticMixture(cfg.data, cfg.run.seed)
+    fac = lambda: build_model("linear", ds.input_shape, 2)  # noqa: E731
+    return build_engine(cfg, SelfComm(), ds, FlatModel(fac()), fac, torch.device("cpu"))

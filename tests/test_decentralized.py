@@ -12,25 +12,17 @@ import torch
 from fedmtl_hpc import checkpoint as ck
 from fedmtl_hpc import rng, signals
 from fedmtl_hpc.callbacks import snapshot
-from fedmtl_hpc.comm.base import SelfComm
 from fedmtl_hpc.config import parse_config
-from fedmtl_hpc.data.synthetic import SyntheticMixture
 from fedmtl_hpc.decentralized import DecentralizedEngine
-from fedmtl_hpc.engine import Engine, build_engine, sample_clients
+from fedmtl_hpc.engine import Engine, sample_clients
 from fedmtl_hpc.errors import CheckpointError, ConfigError
-from fedmtl_hpc.models import build_model
-from fedmtl_hpc.params import FlatModel
+from tests.conftest import engine_for
 
 
 def make_engine(**sections):
-    raw = {"data": {"n_clients": 8, "max_train": 80, "test_per_client": 20, "unseen_clients": 2},
-           "algorithm": {"mode": "decentralized"}, "topology": {"kind": "erdos_renyi", "p": 0.4}}
-    for k, v in sections.items():
-        raw.setdefault(k, {}).update(v)
-    cfg = parse_config(raw)
-    ds = SyntheticMixture(cfg.data, cfg.run.seed)
-    fac = lambda: build_model("linear", ds.input_shape, 2)  # noqa: E731
-    return build_engine(cfg, SelfComm(), ds, FlatModel(fac()), fac, torch.device("cpu"))
+    return engine_for({"data": {"n_clients": 8, "max_train": 80, "test_per_client": 20, "unseen_clients": 2},
+                       "algorithm": {"mode": "decentralized"}, "topology": {"kind": "erdos_renyi", "p": 0.4}},
+                      **sections)
 
 
 def test_build_engine_picks_the_mode():

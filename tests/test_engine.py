@@ -4,23 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedmtl_hpc.comm.base import SelfComm
 from fedmtl_hpc.config import parse_config
 from fedmtl_hpc.data.base import contiguous_block
 from fedmtl_hpc.data.synthetic import SyntheticMixture
-from fedmtl_hpc.engine import Engine, sample_clients
-from fedmtl_hpc.models import build_model
-from fedmtl_hpc.params import FlatModel
+from fedmtl_hpc.engine import sample_clients
+from tests.conftest import engine_for
 
 
 def make_engine(**sections):
-    raw = {"data": {"n_clients": 8, "max_train": 80, "test_per_client": 20}, "train": {"lr": 1.0}}
-    for k, v in sections.items():
-        raw.setdefault(k, {}).update(v)
-    cfg = parse_config(raw)
-    ds = SyntheticMixture(cfg.data, cfg.run.seed)
-    fac = lambda: build_model("linear", ds.input_shape, 2)  # noqa: E731
-    return Engine(cfg, SelfComm(), ds, FlatModel(fac()), fac, torch.device("cpu"))
+    return engine_for({"data": {"n_clients": 8, "max_train": 80, "test_per_client": 20},
+                       "train": {"lr": 1.0}}, **sections)
 
 
 def test_contiguous_blocks_cover_all_clients_once():

@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -18,8 +15,8 @@ import pytest
 import yaml
 
 from fedmtl_hpc import checkpoint as ck
-from tests.conftest import MPIEXEC, REPO, fedmtl, small_config, write_config
-from tests.mpi.test_runs import DETERMINISTIC, _rank_pids, final_ckpt, metrics, sha
+from tests.conftest import REPO, fedmtl, running_job, small_config, write_config
+from tests.mpi.test_runs import DETERMINISTIC, final_ckpt, metrics, sha
 
 pytestmark = pytest.mark.mpi
 DEC = {"algorithm": {"mode": "decentralized"}}
@@ -107,21 +104,9 @@ def test_a_signal_to_one_rank_stops_every_rank_in_the_same_round(tmp_path, cfg_f
     all ranks stop after the same round, checkpoint it, exit 3; resume then finishes."""
     cfg = cfg_file(**DEC, run={"rounds": 100000, "eval_every": 100000}, checkpoint={"every": 5, "keep": 2})
     run_dir = tmp_path / "sig"
-    cmd = [MPIEXEC, "-n", "4", sys.executable, "-m", "fedmtl_hpc.cli", "run", str(cfg), "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not ck.list_checkpoints(str(run_dir / "checkpoints")):
-            time.sleep(0.2)
-        pids = _rank_pids(str(run_dir))
-        assert len(pids) == 4, pids
-        os.kill(sorted(pids)[2], signal.SIGUSR1)
+    with running_job(cfg, run_dir, 4) as (proc, pids):
+        os.kill(pids[2], signal.SIGUSR1)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 3, (out, err)
     stopped = int(out.split("stopped by signal after round ")[1].split(";")[0])
     newest = ck.newest_valid(str(run_dir / "checkpoints"))

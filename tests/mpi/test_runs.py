@@ -4,8 +4,6 @@ import csv
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedmtl_hpc import checkpoint as ck
-from tests.conftest import MPIEXEC, REPO, fedmtl, small_config, write_config
+from tests.conftest import REPO, fedmtl, rank_pids, running_job
 
 pytestmark = pytest.mark.mpi
 DEFAULT = str(REPO / "configs" / "synthetic_fedem.yaml")
@@ -103,42 +101,16 @@ def test_three_hundred_clients_on_eight_ranks(tmp_path):
     assert m["round"].tolist() == [2.0] and 0.5 < m["test_acc_mean"][0] < 1.0
 
 
-def _rank_pids(marker: str) -> list[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"python") or (cmd and b"python" in cmd[0]):
-                if any(marker.encode() in c for c in cmd) and b"fedmtl_hpc.cli" in cmd:
-                    pids.append(int(d))
-    return pids
-
-
 def test_sigkill_of_one_rank_ends_the_job_and_leaves_a_valid_checkpoint(tmp_path, cfg_file):
     cfg = cfg_file(run={"rounds": 100000, "eval_every": 50}, checkpoint={"every": 2, "keep": 2})
     run_dir = tmp_path / "killed"
-    cmd = [MPIEXEC, "-n", "4", sys.executable, "-m", "fedmtl_hpc.cli", "run", str(cfg), "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(ck.list_checkpoints(str(run_dir / "checkpoints"))) < 2:
-            time.sleep(0.2)
-        pids = _rank_pids(str(run_dir))
-        assert len(pids) == 4, pids
+    with running_job(cfg, run_dir, 4, min_checkpoints=2) as (proc, pids):
         os.kill(pids[2], signal.SIGKILL)
         t0 = time.time()
         proc.wait(timeout=30)
         elapsed = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
     assert proc.returncode != 0 and elapsed < 30
-    assert not _rank_pids(str(run_dir)), "no rank survives"
+    assert not rank_pids(str(run_dir)), "no rank survives"
     newest = ck.newest_valid(str(run_dir / "checkpoints"))
     assert newest is not None and ck.verify(newest)["round"] >= 2
 
