@@ -8,7 +8,7 @@ callbacks (``callbacks.py``). The reduced buffer's layout is:
 
     [ sum_t (w_t / W) theta_t (K*P) | sum_sampled w_t | sum_sampled w_t loss_t | stop votes ]
 
-with W = sum of all clients' weights (reduced once, in round 1), so the reduced
+with W = sum of all clients' weights (reduced once, before round 1), so the reduced
 parameter block already is the new global model. Non-sampled clients contribute
 (w_t / W) theta_global (the unbiased rule for partial participation). Decentralized mode (no server, gossip over a graph
 of clients) is ``decentralized.DecentralizedEngine``, a subclass that replaces
@@ -126,6 +126,7 @@ class Engine:
     # -- the loop ---------------------------------------------------------------
     def run(self) -> str:
         """Run until cfg.run.rounds or a stop signal; returns 'done' or 'stopped'."""
+        self._total_weight()  # before round 1, so that every round has exactly one collective
         for cb in self.callbacks:
             cb.on_train_begin(self)
         status = "done"
@@ -156,9 +157,9 @@ class Engine:
     def local_round(self) -> None:
         """Train the rank's sampled clients; leave their (n_t / n)-weighted sum in ``self.buffer``.
 
-        Contributions are scaled by the total weight n (known after round 1's one extra
-        reduction), so the reduced buffer already is the new global model: the exchange
-        then costs one all-reduce and one cast, nothing else.
+        Contributions are scaled by the total weight n (reduced once before the first
+        round), so the reduced buffer already is the new global model: the exchange
+        costs one all-reduce and one cast, nothing else.
         """
         cfg, r = self.cfg, self.round
         mask = sample_clients(cfg.run.seed, r, self.dataset.n_clients, cfg.train.participation)
@@ -186,7 +187,7 @@ class Engine:
         self._slots[_WS], self._slots[_LOSS] = w_s, loss_s
 
     def _total_weight(self) -> float:
-        """sum_t n_t over all training clients (one small all-reduce, the first time only)."""
+        """sum_t n_t over all training clients (one small all-reduce, the first call only)."""
         if self._w_total is None:
             v = np.array([sum(self.weights)], dtype=np.float64)
             self.comm.allreduce_(v)

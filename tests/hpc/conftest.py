@@ -24,9 +24,11 @@ JOBS = REPO / "jobs"
 BIN = Path(sys.executable).parent
 SLURM_SH = REPO / ".ci" / "slurm.sh"
 
-# 24 clients, 240 short rounds: about 7 s of training on 4 ranks here; a checkpoint every 20
+# 24 clients, 240 short rounds: about 7 s of training on 4 ranks here; a checkpoint every 20.
+# local_epochs=8 gives each round deterministic work, so a signal sent after the first
+# checkpoints surely lands mid-run (with 1 epoch the whole run took under 2 s)
 SMALL = ("data.n_clients=24 data.unseen_clients=0 data.test_per_client=100 data.max_train=300 "
-         "run.rounds=240 run.eval_every=60 checkpoint.every=20 checkpoint.keep=2")
+         "train.local_epochs=8 run.rounds=240 run.eval_every=60 checkpoint.every=20 checkpoint.keep=2")
 RANKS = 4
 
 
@@ -114,6 +116,14 @@ class Job:
             self.proc.communicate()
             raise
         return self.proc.returncode
+
+
+def newest_round(root: Path) -> int:
+    """Round of the newest checkpoint under root/runs/*/checkpoints (0 if none).
+
+    Wait on this, not on one file name: ``checkpoint.keep`` prunes older files.
+    """
+    return max((int(p.stem.split("-")[1]) for p in root.glob("runs/*/checkpoints/ckpt-*.h5")), default=0)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.05):
