@@ -14,8 +14,7 @@
    on a [1, P] FlatModel stack) against a plain torch loop (module, torch.optim.SGD,
    the same batches) in the same process, alternating, ``--repeats`` times.
    Also shown, to explain the figure: the path without the registry's
-   ``forward_stack`` (FlatModel's vmap) and with parameter views made by
-   ``torch.split`` (a change params.py could adopt). samples/s from process CPU
+   ``forward_stack`` (FlatModel's vmap). samples/s from process CPU
    time (robust on a shared machine) and from wall time; best of the repeats.
 
 Run: ``python bench/data.py`` (``--skip-fabricate`` to reuse ``--dir``).
@@ -123,9 +122,6 @@ def _sgd_epoch(model: str, data, threads: int, repeats: int) -> dict:
     looped = FlatModel(build_model(model, shape, classes))
     bare_cls = {"mobilenet_v2": MobileNetV2, "cifar_cnn": CIFAR10CNN, "resnet18": ResNet18}[model]
     bare = FlatModel(bare_cls(classes))  # the class itself, without the registry's forward_stack
-    split = FlatModel(build_model(model, shape, classes))
-    sizes = [int(torch.Size(s).numel()) for s in split.layout.shapes]
-    split.layout = _SplitLayout(split.layout, sizes)
     theta0 = looped.flatten_module(looped.module)[None].clone()
     n = data.n_train
 
@@ -145,8 +141,7 @@ def _sgd_epoch(model: str, data, threads: int, repeats: int) -> dict:
             opt.step()
 
     variants = {"plain torch loop": plain, "project (registry forward_stack)": lambda: project(looped),
-                "project, FlatModel vmap (no forward_stack)": lambda: project(bare),
-                "project + torch.split views (params.py idea)": lambda: project(split)}
+                "project, FlatModel vmap (no forward_stack)": lambda: project(bare)}
     times = {k: [] for k in variants}
     for r in range(repeats):
         for k, f in variants.items():
@@ -154,19 +149,6 @@ def _sgd_epoch(model: str, data, threads: int, repeats: int) -> dict:
             f()
             times[k].append((time.process_time() - c0, time.perf_counter() - w0))
     return {k: {"cpu": n / min(t[0] for t in v), "wall": n / min(t[1] for t in v)} for k, v in times.items()}
-
-
-class _SplitLayout:
-    """ParamLayout whose views come from one torch.split (one backward cat instead of a zero-fill per tensor)."""
-
-    def __init__(self, layout, sizes):
-        self.inner, self.sizes = layout, sizes
-
-    def views(self, stack):
-        import torch
-        k = stack.shape[0]
-        return {n: p.view(k, *s) for n, s, p in zip(self.inner.names, self.inner.shapes,
-                                                      torch.split(stack, self.sizes, dim=1))}
 
 
 def worker_epoch(args) -> dict:
