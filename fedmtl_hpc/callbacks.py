@@ -94,8 +94,8 @@ class Progress(Callback):
 class Checkpoint(Callback):
     """Every ``every`` rounds, after the last round and on a stop: gather state, rank 0 writes."""
 
-    def __init__(self, directory: str, every: int, keep: int, log):
-        self.directory, self.every, self.keep, self.log = directory, every, keep, log
+    def __init__(self, directory: str, every: int, keep: int):
+        self.directory, self.every, self.keep = directory, every, keep
         self.last_path = None
 
     def after_round(self, engine, stats):

@@ -46,7 +46,7 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointError
 
-__all__ = ["FORMAT_VERSION", "Snapshot", "save", "verify", "load", "newest_valid", "list_checkpoints"]
+__all__ = ["FORMAT_VERSION", "Snapshot", "save", "verify", "read_config", "load", "newest_valid", "list_checkpoints"]
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"ckpt-(\d{6,})\.h5$")
@@ -173,6 +173,15 @@ def verify(path: str) -> dict:
             return info
     except CheckpointError:
         raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
+
+
+def read_config(path: str) -> str:
+    """The config text stored in a checkpoint (reads nothing else)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f["config"][()].decode()
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
 

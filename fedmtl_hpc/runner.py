@@ -18,6 +18,7 @@ import traceback
 
 import numpy as np
 import torch
+import yaml
 
 from . import __version__, hpc, signals
 from . import checkpoint as ckpt
@@ -130,7 +131,7 @@ def _oracle(engine) -> float | None:
 
 def _train(engine, cfg: Config, run_dir: str, log: _Log, comm) -> int:
     ckdir = os.path.join(run_dir, "checkpoints")
-    ck = Checkpoint(ckdir, cfg.checkpoint.every, cfg.checkpoint.keep, log)
+    ck = Checkpoint(ckdir, cfg.checkpoint.every, cfg.checkpoint.keep)
     engine.callbacks = [Evaluate(cfg.run.eval_every), ck]
     if comm.rank == 0:
         engine.callbacks[1:1] = [WriteMetrics(run_dir), Progress(log)]
@@ -247,13 +248,10 @@ def resume(run_dir: str, overrides: list[str]) -> int:
         return msg[3:]
 
     path = _agree(comm, pick)
-    import yaml
+    threads = _threads()
 
     def load():
-        with open(path, "rb"):
-            pass
-        text = ckpt.load(path, rows=range(0, 0)).config_text
-        cfg = parse_config(apply_overrides(yaml.safe_load(text), overrides))
+        cfg = parse_config(apply_overrides(yaml.safe_load(ckpt.read_config(path)), overrides))
         cfg.check_world(comm.size)
         engine = _build(cfg, comm)
         snap = ckpt.load(path, rows=engine.train_ids)
@@ -266,7 +264,6 @@ def resume(run_dir: str, overrides: list[str]) -> int:
         return cfg, engine
 
     cfg, engine = _agree(comm, load)
-    threads = _threads()
     log.path = os.path.join(run_dir, "run.log")
     if comm.rank == 0:
         with open(os.path.join(run_dir, "config.yaml"), "w") as fh:

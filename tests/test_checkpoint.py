@@ -32,6 +32,7 @@ def test_roundtrip_and_row_selection(tmp_path):
     s = ck.load(p, rows=range(1, 3))
     assert s.round == 4 and s.client_ids.tolist() == [1, 2] and s.client_weight.tolist() == [11.0, 12.0]
     assert np.array_equal(s.shared, snap().shared) and s.client_state["pi"].shape == (2, 3)
+    assert ck.read_config(p) == snap().config_text
     info = ck.verify(p)
     assert info["algorithm"] == "fedem" and info["datasets"]["global/params"] == [3, 4]
 
