@@ -1,6 +1,6 @@
 """Cost of the engine's per-round exchange relative to one raw MPI all-reduce.
 
-What is measured: for each model size, the wall time of ``Engine.exchange()``
+What is measured: for each model size, the wall time of ``AllreduceExchange.finish()``
 (stop slot, ONE in-place float64 ``Allreduce`` of ``engine.buffer``, whose
 parameter block already is the weighted mean, then its float32 cast into
 ``engine.shared``) divided by the time of one raw
@@ -48,7 +48,7 @@ def _engine(target: int, k: int, comm):
     cfg = parse_config({"run": {"name": "bench-exchange"},
                         "data": {"n_clients": comm.size, "dim": dim, "min_train": 1, "max_train": 1,
                                  "test_per_client": 1, "n_components": k},
-                        "algorithm": {"name": "fedem", "n_components": k}})
+                        "algorithm": {"name": "fedem", "fedem": {"n_components": k}}})
     data = SyntheticMixture(cfg.data, cfg.run.seed)
     factory = lambda: build_model(cfg.model.name, data.input_shape, data.n_classes)  # noqa: E731
     return engine_mod.Engine(cfg, MPIComm(comm), data, FlatModel(factory()), factory, torch.device("cpu"))
@@ -56,15 +56,15 @@ def _engine(target: int, k: int, comm):
 
 def _refill(eng) -> None:
     kp = eng.shared.numel()
-    eng.buffer[:kp].copy_(eng.shared.reshape(-1))
-    eng.buffer[kp:].fill_(1.0)              # loss/weight slots (the stop vote is overwritten by exchange)
+    eng.exchange.buffer[:kp].copy_(eng.shared.reshape(-1))
+    eng.exchange.buffer[kp:].fill_(1.0)              # loss/weight slots (the stop vote is overwritten by exchange)
 
 
 def _breakdown(eng) -> dict[str, float]:
-    """The one step of Engine.exchange() after the all-reduce, timed alone (a replica; keep in sync)."""
+    """The one step of AllreduceExchange.finish() after the all-reduce, timed alone (a replica; keep in sync)."""
     kp = eng.shared.numel()
     t = time.perf_counter()
-    eng.shared.view(-1).copy_(eng.buffer[:kp])
+    eng.shared.view(-1).copy_(eng.exchange.buffer[:kp])
     return {"cast-copy f64->f32 into shared": time.perf_counter() - t}
 
 
@@ -78,14 +78,14 @@ def main() -> None:
     args = ap.parse_args()
     comm = MPI.COMM_WORLD
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    header(comm, "bench/exchange.py: Engine.exchange() vs one raw in-place float64 Allreduce")
+    header(comm, "bench/exchange.py: AllreduceExchange.finish() vs one raw in-place float64 Allreduce")
     if comm.rank == 0:
         print(f"# K = {args.components}; time = max over ranks, median over reps; target ratio <= 1.10\n"
               f"{'size':>7} {'bytes':>11} {'reps':>4} {'raw ms':>9} {'engine ms':>10} {'ratio':>6}  ok",
               flush=True)
     for text in args.sizes.split(","):
         eng = _engine(parse_bytes(text), args.components, comm)
-        n = eng.buffer.numel()
+        n = eng.exchange.buffer.numel()
         raw = np.ones(n, dtype=np.float64)
         reps = args.reps if 8 * n < 50e6 else max(5, args.reps // 3)
         times = np.zeros((2, reps), dtype=np.float64)
@@ -98,7 +98,7 @@ def main() -> None:
             _refill(eng)
             comm.Barrier()
             t2 = time.perf_counter()
-            eng.exchange()
+            eng.exchange.finish(1.0, 1.0, False)
             t3 = time.perf_counter()
             if i >= 0:
                 times[:, i] = (t1 - t0, t3 - t2)

@@ -8,8 +8,8 @@ all-reduce, the aggregate, the round bookkeeping) on configs/synthetic_fedem.yam
 How: data and engine are built as ``fedmtl-hpc run`` builds them; then
 ``--warmup`` untimed rounds and ``--rounds`` timed rounds, each after a
 barrier (outside the timed region). Per round the step time and the rank's
-local-compute time (``RoundStats.t_compute``, i.e. ``Engine.local_round()``) and
-exchange time (``t_exchange``, ``Engine.exchange()``) are reduced with MPI max.
+local-compute time (``RoundStats.t_compute``, i.e. the local work of ``Engine.step()``) and
+exchange time (``t_exchange``, ``exchange.finish()``) are reduced with MPI max.
 s/round is the median over timed rounds of the max-over-ranks step time; the
 share outside local computation is the median of
 (round time - max-over-ranks local compute) / round time; balance is the
@@ -75,7 +75,7 @@ def _worker(args) -> dict:
     return {"ranks": comm.size, "s_round": float(np.median(step)), "local_max": float(np.median(local)),
             "exchange_max": float(np.median(exch)), "outside": float(np.median((step - local) / step)),
             "balance": float(np.median(balance)),
-            "build_s": t_build, "bytes": engine.buffer.numel() * 8, "mpi": " ".join(comm.library.split()),
+            "build_s": t_build, "bytes": engine.exchange.buffer.numel() * 8, "mpi": " ".join(comm.library.split()),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 

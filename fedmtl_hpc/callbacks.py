@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from . import checkpoint as ckpt
-from .config import config_to_yaml
+from .metrics import COLUMNS
 
-__all__ = ["Evaluate", "WriteMetrics", "Progress", "Checkpoint", "snapshot"]
+__all__ = ["Evaluate", "WriteMetrics", "Progress", "Checkpoint"]
 
 
 class Callback:
@@ -36,7 +36,7 @@ class Evaluate(Callback):
         w["bytes_exchanged"] += stats.bytes_exchanged
         w["t_compute"] += stats.t_compute
         w["t_exchange"] += stats.t_exchange
-        if stats.stop or not (stats.round % self.every == 0 or stats.round == engine.cfg.run.rounds):
+        if stats.stop or not (stats.round % self.every == 0 or engine.done()):
             return
         t0 = time.perf_counter()
         # decentralized evaluate() returns the all-ranks train_loss (stats holds a rank-local one)
@@ -85,10 +85,12 @@ class Progress(Callback):
             r = engine.metrics.last()
             per_round = (r["t_compute"] + r["t_exchange"]) / max(stats.round - self.prev, 1)
             self.prev = stats.round
-            gossip = f"  consensus {r['consensus_distance']:.3g}" if "consensus_distance" in r else ""
+            # columns declared by the algorithm or the exchange (consensus distance, clusters, ...)
+            extra = "".join(f"  {c} {r[c]:.4g}" for c in engine.metrics.columns
+                            if c not in COLUMNS and c != "test_acc_unseen")
             self.log(("\r" if self.tty else "") + f"round {int(r['round']):>5}/{engine.cfg.run.rounds}  "
                      f"train_loss {r['train_loss']:.4f}  test_acc {r['test_acc_mean']:.4f} "
-                     f"(p10 {r['test_acc_p10']:.4f}){gossip}  {per_round:.3f} s/round")
+                     f"(p10 {r['test_acc_p10']:.4f}){extra}  {per_round:.3f} s/round")
 
 
 class Checkpoint(Callback):
@@ -99,37 +101,12 @@ class Checkpoint(Callback):
         self.last_path = None
 
     def after_round(self, engine, stats):
-        due = stats.stop or stats.round == engine.cfg.run.rounds or (self.every and stats.round % self.every == 0)
+        due = stats.stop or engine.done() or (self.every and stats.round % self.every == 0)
         if not due:
             return
         t0 = time.perf_counter()
-        snap = snapshot(engine)
+        snap = engine.snapshot()  # collective: every rank; rank 0 gets the Snapshot
         if engine.comm.rank == 0:
             self.last_path = ckpt.save(snap, self.directory, self.keep)
         engine.window["t_checkpoint"] += time.perf_counter() - t0
 
-
-def snapshot(engine) -> ckpt.Snapshot | None:
-    """Gather every client's state to rank 0 and build the Snapshot (None on other ranks).
-
-    ``engine.client_tensors()`` names what is gathered (decentralized mode adds each client's
-    own components); ``engine.finish_snapshot`` adds what only that mode stores (/topology).
-    """
-    comm, cfg = engine.comm, engine.cfg
-    states = {k: comm.gather_rows(t.detach().cpu().numpy(), engine.counts) for k, t in engine.client_tensors().items()}
-    weights = comm.gather_rows(np.asarray(engine.weights, dtype=np.float64), engine.counts)
-    if comm.rank != 0:
-        return None
-    snap = ckpt.Snapshot(
-        round=engine.round, algorithm=cfg.algorithm.name, config_text=config_to_yaml(cfg),
-        shared=engine.shared.detach().cpu().numpy(), layout=engine.model.layout.as_dict(),
-        client_ids=np.arange(engine.dataset.n_clients, dtype=np.int64), client_weight=weights,
-        client_state=states, seed=cfg.run.seed, partition=engine.dataset.partition_info(),
-        optimizer={"kind": "sgd", "lr": cfg.train.lr, "momentum": cfg.train.momentum,
-                   "weight_decay": cfg.train.weight_decay,
-                   "note": "local SGD momentum buffers restart every round: no optimizer state carries over"},
-        metrics=engine.metrics.deterministic(),
-        pending={"bytes_exchanged": engine.window["bytes_exchanged"]},
-        attrs={"rounds_total": cfg.run.rounds, "world_size": comm.size})
-    engine.finish_snapshot(snap)
-    return snap

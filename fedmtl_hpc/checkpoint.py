@@ -1,6 +1,6 @@
 """HDF5 checkpoints: layout, atomic write, verification, loading.
 
-Layout (``format_version`` 1; see docs/checkpoint-format.md)::
+Layout (``format_version`` 2; see docs/checkpoint-format.md; version 1 files still load)::
 
     /                      attrs: format_version, producer, round, rounds_total, algorithm,
                                   n_clients, n_shared, n_params, world_size, config_sha256,
@@ -13,7 +13,9 @@ Layout (``format_version`` 1; see docs/checkpoint-format.md)::
     /clients/state/<name>  float32 [N, ...] private state (FedEM: pi [N, M]; Local: params [N, 1, P];
                                             decentralized: components [N, K, P], each client's own copy)
     /rng                   attrs: seed, next_round, scheme (counter-based streams: no hidden state)
-    /optimizer             attrs: kind, lr, momentum, weight_decay, note
+    /algorithm             attrs and datasets the algorithm's ``state_dict`` declares (name, optimizer
+                           record, lr schedule; server state such as Clustered FL's cluster ids)
+    /<group>               further groups a program declares (``Snapshot.groups``), e.g. /mtl
     /partition             attrs: kind, seed, sha256
     /topology              decentralized runs only: the graph of the last round (round - 1)
       /topology/edges      int64   [E, 2]   undirected client pairs i < j
@@ -48,7 +50,8 @@ from .errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "Snapshot", "save", "verify", "read_config", "load", "newest_valid", "list_checkpoints"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE = (1, 2)   # version 1 had /optimizer instead of /algorithm
 _NAME = re.compile(r"ckpt-(\d{6,})\.h5$")
 
 
@@ -66,7 +69,7 @@ class Snapshot:
     client_state: dict[str, np.ndarray]     # name -> [N, ...]
     seed: int
     partition: dict
-    optimizer: dict
+    groups: dict = field(default_factory=dict)   # name -> {"attrs": {...}, "arrays": {name: ndarray}}
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     pending: dict = field(default_factory=dict)   # deterministic totals since the last metrics row
     attrs: dict = field(default_factory=dict)
@@ -109,7 +112,11 @@ def save(snap: Snapshot, directory: str, keep: int) -> str:
         r = f.create_group("rng", track_times=False)
         from .rng import SCHEME
         r.attrs.update({"seed": snap.seed, "next_round": snap.round, "scheme": SCHEME})
-        f.create_group("optimizer", track_times=False).attrs.update(snap.optimizer)
+        for name in sorted(snap.groups):
+            grp, part = f.create_group(name, track_times=False), snap.groups[name]
+            grp.attrs.update(part.get("attrs", {}))
+            for k in sorted(part.get("arrays", {})):
+                _ds(grp, k, np.asarray(part["arrays"][k]))
         f.create_group("partition", track_times=False).attrs.update(snap.partition)
         if snap.topology is not None:
             t = f.create_group("topology", track_times=False)
@@ -150,9 +157,9 @@ def verify(path: str) -> dict:
     """Open, check the format and every checksum; return a summary dict or raise CheckpointError."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format_version") != FORMAT_VERSION:
+            if f.attrs.get("format_version") not in _READABLE:
                 raise CheckpointError(f"{path}: format_version {f.attrs.get('format_version')!r}, "
-                                      f"expected {FORMAT_VERSION}")
+                                      f"expected one of {_READABLE}")
             if f.attrs.get("complete") != 1:
                 raise CheckpointError(f"{path}: not marked complete (an interrupted write)")
             shapes = {}
@@ -200,12 +207,26 @@ def load(path: str, rows: range | None = None) -> Snapshot:
                 client_state={k: f["clients/state"][k][sel] for k in f["clients/state"]},
                 seed=int(f["rng"].attrs["seed"]),
                 partition={k: (v.item() if hasattr(v, "item") else v) for k, v in pa.items()},
-                optimizer=dict(f["optimizer"].attrs),
+                groups=_load_groups(f),
                 metrics={k: f["metrics"][k][()] for k in f["metrics"]},
                 pending={k[8:]: float(v) for k, v in f["metrics"].attrs.items() if k.startswith("pending_")},
                 topology=_load_topology(f))
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
+
+
+_CORE = ("config", "global", "clients", "rng", "partition", "topology", "metrics", "optimizer")
+
+
+def _load_groups(f: h5py.File) -> dict:
+    """Every group beyond the core layout (/algorithm, /mtl, ...) as {"attrs", "arrays"}."""
+    out = {}
+    for name, grp in f.items():
+        if name in _CORE or not isinstance(grp, h5py.Group):
+            continue
+        out[name] = {"attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in grp.attrs.items()},
+                     "arrays": {k: d[()] for k, d in grp.items() if isinstance(d, h5py.Dataset)}}
+    return out
 
 
 def _load_topology(f: h5py.File) -> dict | None:

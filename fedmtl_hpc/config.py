@@ -16,25 +16,16 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from .algorithms.catalog import SPECS
 from .errors import ConfigError
+from .options import at_least, fractions_rule, one_of, option, positive, rule
 
 __all__ = ["Config", "RunConfig", "DataConfig", "ModelConfig", "AlgorithmConfig", "TopologyConfig",
            "TrainConfig", "CheckpointConfig", "load_config", "parse_config",
-           "apply_overrides", "config_to_yaml", "config_sha256"]
+           "apply_overrides", "config_to_dict", "config_to_yaml", "config_sha256"]
 
 
-def _rule(check: Callable[[Any], bool], text: str) -> dict:
-    return {"check": check, "rule": text}
-
-
-def _positive(): return _rule(lambda v: v > 0, "must be > 0")
-def _at_least(n): return _rule(lambda v: v >= n, f"must be >= {n}")
-def _one_of(*opts): return _rule(lambda v: v in opts, "must be one of " + " | ".join(map(str, opts)))
-
-
-def _f(default, *rules, doc=""):
-    """A config field with its default, rules and one-line documentation."""
-    return field(default=default, metadata={"rules": rules, "doc": doc})
+_rule, _positive, _at_least, _one_of, _f = rule, positive, at_least, one_of, option
 
 
 @dataclass(frozen=True)
@@ -100,17 +91,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    name: str = _f("fedem", _one_of("fedem", "fedavg", "local"), doc="fedem | fedavg | local")
-    n_components: int = _f(3, _at_least(1), doc="fedem: mixture components M")
-    adapt_iters: int = _f(50, _at_least(0), doc="fedem: E-step/pi iterations for clients unseen in training")
+    """``algorithm.name``, ``algorithm.mode`` and the chosen algorithm's own section
+    ``algorithm.<name>`` (its keys are declared in ``algorithms/catalog.py``)."""
+
+    name: str = _f("fedem", _one_of(*SPECS), doc=" | ".join(SPECS) + " (each with its own keys below)")
     mode: str = _f("client-server", _one_of("client-server", "decentralized"),
                    doc="client-server (one Allreduce per round) | decentralized (gossip over `topology`: "
                        "fedem = D-FedEM, fedavg = D-SGD)")
+    params: object = field(default=None, metadata={"section": True})
 
     def __post_init__(self):
-        if self.mode == "decentralized" and self.name == "local":
-            raise ConfigError("algorithm.mode = decentralized needs algorithm.name fedem (D-FedEM) or "
-                              "fedavg (D-SGD); local exchanges nothing, got local")
+        spec = SPECS[self.name]
+        if self.params is None:
+            object.__setattr__(self, "params", spec.params())
+        if self.mode not in spec.modes:
+            ok = [n for n, s in SPECS.items() if self.mode in s.modes]
+            raise ConfigError(f"algorithm.mode = {self.mode} needs algorithm.name {' or '.join(ok)}, got {self.name}")
 
 
 def _shape_rule(v) -> bool:
@@ -155,6 +151,12 @@ class TrainConfig:
     local_steps: int = _f(0, _at_least(0), doc="if > 0: exactly this many local SGD steps per round")
     momentum: float = _f(0.0, _rule(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"), doc="SGD momentum (buffers restart each round)")
     weight_decay: float = _f(0.0, _at_least(0.0), doc="L2 weight decay")
+    lr_schedule: str = _f("constant", _one_of("constant", "multistep"),
+                          doc="constant | multistep: lr x lr_factor at each milestone (FedEM paper: x0.1 at 1/2 and 3/4 of the rounds)")
+    lr_milestones: object = _f([0.5, 0.75], fractions_rule(),
+                               doc="multistep: milestones as shares of run.rounds; the lr drops from round "
+                                   "round(share x run.rounds) + 1 on")
+    lr_factor: float = _f(0.1, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="multistep: factor per milestone")
     participation: float = _f(1.0, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="share of clients sampled per round")
     device: str = _f("cpu", _one_of("cpu", "cuda", "auto"), doc="cpu | cuda | auto (node-local GPU when present)")
     allow_oversubscribe: bool = _f(False, doc="let more ranks than GPUs share a node's GPUs")
@@ -198,11 +200,17 @@ def _coerce(path: str, typ: type, value: Any) -> Any:
     return float(value) if typ is float else value
 
 
+# keys that moved into an algorithm's own section (a hint beats "not a known key")
+_MOVED = {"n_components": "algorithm.fedem.n_components", "adapt_iters": "algorithm.fedem.adapt_iters"}
+
+
 def _build(cls: type, raw: Any, path: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path} must be a mapping, got {raw!r}")
+    if cls is AlgorithmConfig:
+        return _build_algorithm(raw, path)
     known = {f.name: f for f in fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
@@ -223,6 +231,33 @@ def _build(cls: type, raw: Any, path: str):
                 raise ConfigError(f"{key} {r['rule']}, got {raw[name]!r}")
         values[name] = value
     return cls(**values)
+
+
+def _build_algorithm(raw: Mapping, path: str) -> "AlgorithmConfig":
+    """``algorithm``: name and mode, then the section of the chosen algorithm only."""
+    head = {k: v for k, v in raw.items() if k in ("name", "mode")}
+    for key in raw:
+        if key in ("name", "mode") or key in SPECS:
+            continue
+        hint = f"; it moved to {_MOVED[key]}" if key in _MOVED else ""
+        raise ConfigError(f"{path}.{key} is not a known key (known: name, mode, "
+                          f"{', '.join(SPECS)}){hint}")
+    cfg = _build(_AlgorithmHead, head, path)
+    for key in raw:
+        if key in SPECS and key != cfg.name:
+            raise ConfigError(f"{path}.{key} applies when {path}.name is {key}, got {cfg.name}")
+    params = _build(SPECS[cfg.name].params, raw.get(cfg.name), f"{path}.{cfg.name}")
+    return AlgorithmConfig(name=cfg.name, mode=cfg.mode, params=params)
+
+
+@dataclass(frozen=True)
+class _AlgorithmHead:
+    name: str = fields(AlgorithmConfig)[0].default
+    mode: str = fields(AlgorithmConfig)[1].default
+
+
+for _f_head, _f_full in zip(fields(_AlgorithmHead), fields(AlgorithmConfig)):
+    _f_head.metadata = _f_full.metadata  # the same rules and docs as the public fields
 
 
 def _check_data(d: "DataConfig", model: str) -> None:
@@ -297,9 +332,17 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     return parse_config(apply_overrides(raw or {}, overrides or []))
 
 
+def config_to_dict(cfg: Config) -> dict:
+    """The resolved config as plain data; the algorithm section is ``algorithm.<name>``."""
+    out = dataclasses.asdict(cfg)
+    a = cfg.algorithm
+    out["algorithm"] = {"name": a.name, "mode": a.mode, a.name: dataclasses.asdict(a.params)}
+    return out
+
+
 def config_to_yaml(cfg: Config) -> str:
     """The resolved config (every default filled in) as YAML text."""
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
 def config_sha256(text: str) -> str:
@@ -311,5 +354,21 @@ def reference() -> list[tuple[str, Any, str]]:
     rows = []
     for sec in fields(Config):
         for f in fields(sec.default_factory()):
-            rows.append((f"{sec.name}.{f.name}", f.default, f.metadata.get("doc", "")))
+            if f.metadata.get("section"):
+                for name, spec in SPECS.items():
+                    for p in fields(spec.params):
+                        default = p.default_factory() if p.default is dataclasses.MISSING else p.default
+                        rows.append((f"algorithm.{name}.{p.name}", default, p.metadata.get("doc", "")))
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            rows.append((f"{sec.name}.{f.name}", default, f.metadata.get("doc", "")))
     return rows
+
+
+def reference_markdown() -> str:
+    """The README's config table (a test keeps the README equal to it)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in reference():
+        shown = "''" if default == "" else str(default)
+        rows.append(f"| `{key}` | `{shown}` | {doc.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .losses import LOSSES
+
 __all__ = ["ParamLayout", "FlatModel", "fresh_vector"]
 
 
@@ -66,12 +68,13 @@ class FlatModel:
     ``functional_call`` is used.
     """
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, loss: str = "cross_entropy"):
         for p in module.parameters():
             p.requires_grad_(False)
         if any(True for _ in module.buffers()):
             raise ValueError(f"{type(module).__name__} has buffers; use stateless layers (GroupNorm, not BatchNorm)")
         self.module = module
+        self.loss = LOSSES[loss]
         self.layout = ParamLayout.of(module)
         self.n_params = self.layout.numel
 
@@ -88,10 +91,8 @@ class FlatModel:
         return vmap(lambda v: functional_call(self.module, v, (x,)))(views)
 
     def per_sample_loss(self, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of every component on every sample: ``[K, B]``."""
-        z = self.logits(stack, x)
-        k, b, c = z.shape
-        return nn.functional.cross_entropy(z.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
+        """The loss (``self.loss``, cross-entropy by default) of every component on every sample: ``[K, B]``."""
+        return self.loss.per_sample(self.logits(stack, x), y)
 
     def objective_and_grad(self, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                            weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +102,8 @@ class FlatModel:
         A module may supply ``loss_grad_stack(views, x, y, weights)`` in closed form;
         otherwise autograd differentiates ``per_sample_loss``.
         """
-        closed = getattr(self.module, "loss_grad_stack", None)
+        # the module's closed form is for cross-entropy; any other loss goes through autograd
+        closed = getattr(self.module, "loss_grad_stack", None) if self.loss.name == "cross_entropy" else None
         if closed is not None:
             with torch.no_grad():
                 return closed(self.layout.views(stack), x, y, weights)
@@ -120,9 +122,9 @@ class FlatModel:
         return torch.cat(out, dim=1) if out else torch.zeros(stack.shape[0], 0, device=stack.device)
 
     def proba(self, stack: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities ``[K, B, C]`` without gradients."""
+        """Predictions ``[K, B, C]`` without gradients (softmax probabilities for cross-entropy)."""
         with torch.no_grad():
-            return torch.softmax(self.logits(stack, x), dim=-1)
+            return self.loss.predict(self.logits(stack, x))
 
 
 def fresh_vector(model: FlatModel, factory, torch_seed: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from . import __version__, hpc, signals
 from . import checkpoint as ckpt
 from .callbacks import Checkpoint, Evaluate, Progress, WriteMetrics
 from .config import Config, apply_overrides, config_sha256, config_to_yaml, parse_config
-from .decentralized import check_config as check_topology
+from .exchange.gossip import check_config as check_topology
 from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError
 
 __all__ = ["run", "resume", "RESUME_OVERRIDABLE"]
@@ -182,8 +182,7 @@ def _startup(cfg: Config, comm, engine, log: _Log, threads: int) -> None:
                                device=str(engine.device), mpi_version=getattr(comm, "library", ""),
                                torch_version=torch.__version__, threads=threads,
                                job_id=hpc.scheduler_job_id(os.environ)))
-    log(f"fedmtl_hpc {__version__}: {comm.size} ranks, {cfg.data.n_clients} clients, {cfg.algorithm.name}, "
-        f"{engine.model.n_params} params x {engine.shared.shape[0]} shared component(s)")
+    log(f"fedmtl_hpc {__version__}: {comm.size} ranks, {engine.summary_line()}")
     if engine.describe():
         log(engine.describe())
 

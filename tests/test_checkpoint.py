@@ -20,7 +20,7 @@ def snap(round_=4, scale=1.0):
         client_ids=np.arange(5), client_weight=np.arange(5) + 10.0,
         client_state={"pi": np.full((5, 3), 1 / 3, dtype=np.float32)}, seed=1,
         partition={"kind": "synthetic-mixture", "seed": 1, "sha256": "ab" * 32},
-        optimizer={"kind": "sgd", "lr": 0.1}, metrics={"round": np.array([2.0, 4.0])})
+        groups={"algorithm": {"attrs": {"name": "fedem", "lr": 0.1}, "arrays": {"x": np.arange(3)}}}, metrics={"round": np.array([2.0, 4.0])})
 
 
 def sha(p):

@@ -11,7 +11,7 @@ def test_defaults_match_issue_keys():
     cfg = parse_config({})
     assert cfg.run.seed == 1234 and cfg.run.rounds == 200 and cfg.run.eval_every == 10
     assert cfg.data.n_clients == 300 and cfg.data.dim == 150 and cfg.data.alpha == 0.4
-    assert cfg.algorithm.name == "fedem" and cfg.algorithm.n_components == 3
+    assert cfg.algorithm.name == "fedem" and cfg.algorithm.params.n_components == 3
     assert cfg.checkpoint.every == 10 and cfg.checkpoint.keep == 3
 
 

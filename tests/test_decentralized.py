@@ -11,9 +11,9 @@ import torch
 
 from fedmtl_hpc import checkpoint as ck
 from fedmtl_hpc import rng, signals
-from fedmtl_hpc.callbacks import snapshot
 from fedmtl_hpc.config import parse_config
-from fedmtl_hpc.decentralized import DecentralizedEngine
+from fedmtl_hpc.exchange.allreduce import AllreduceExchange
+from fedmtl_hpc.exchange.gossip import GossipExchange
 from fedmtl_hpc.engine import Engine, sample_clients
 from fedmtl_hpc.errors import CheckpointError, ConfigError
 from tests.conftest import engine_for
@@ -26,8 +26,8 @@ def make_engine(**sections):
 
 
 def test_build_engine_picks_the_mode():
-    assert type(make_engine()) is DecentralizedEngine
-    assert type(make_engine(algorithm={"mode": "client-server"})) is Engine
+    assert type(make_engine().exchange) is GossipExchange
+    assert type(make_engine(algorithm={"mode": "client-server"}).exchange) is AllreduceExchange
 
 
 @pytest.mark.parametrize("algo", ["fedem", "fedavg"])
@@ -36,7 +36,7 @@ def test_one_round_is_own_local_updates_then_w_mixing(algo):
     not) takes sum_s W_ts theta_s. Reference: the same local updates by hand, W @ X in float64."""
     eng = make_engine(algorithm={"name": algo}, train={"participation": 0.5})
     eng.step()  # round 0: clients now hold different copies
-    X = eng.params.detach().clone()
+    X = eng.exchange.params.detach().clone()
     r, n = eng.round, eng.dataset.n_clients
     mask = sample_clients(eng.cfg.run.seed, r, n, 0.5)
     assert 0 < mask.sum() < n
@@ -47,43 +47,43 @@ def test_one_round_is_own_local_updates_then_w_mixing(algo):
             st = {k: t[i].clone() for k, t in state.items()}
             gen = rng.torch_stream(eng.cfg.run.seed, rng.TRAIN, data.cid, r)
             want[i] = eng.algo.local_update(data, X[i].clone(), st, gen).params
-    W = eng.schedule.at(r).W
+    W = eng.exchange.schedule.at(r).W
     want = torch.from_numpy(W @ want.reshape(n, -1).double().numpy()).view_as(X).float()
     eng.step()
-    torch.testing.assert_close(eng.params, want, rtol=0, atol=2e-6)
-    assert not torch.equal(eng.params, X)
+    torch.testing.assert_close(eng.exchange.params, want, rtol=0, atol=2e-6)
+    assert not torch.equal(eng.exchange.params, X)
 
 
 def test_updating_one_client_leaves_the_other_copies_untouched():
     """DESIGN.md section 9, for the per-client components: rows never share memory."""
     eng = make_engine()
     eng.step()
-    before = eng.params.clone()
+    before = eng.exchange.params.clone()
     pis = eng.store.tensors["pi"].clone()
-    p = eng.params
+    p = eng.exchange.params
     p[3].add_(1.0)
     changed = [i for i in range(len(p)) if not torch.equal(p[i], before[i])]
     assert changed == [3]
     assert torch.equal(eng.store.tensors["pi"], pis)
-    assert eng.params.data_ptr() == p.data_ptr()  # the view is the live storage, not a copy
+    assert eng.exchange.params.data_ptr() == p.data_ptr()  # the view is the live storage, not a copy
 
 
 def test_evaluation_uses_each_clients_own_model_and_reports_consensus():
     eng = make_engine(data={"unseen_clients": 0})
     g = torch.Generator().manual_seed(0)
-    own = torch.randn(eng.params.shape, generator=g)
-    eng.params.copy_(own)
+    own = torch.randn(eng.exchange.params.shape, generator=g)
+    eng.exchange.params.copy_(own)
     out = eng.evaluate()
     K, P = eng.shared.shape
     bar = own.double().mean(dim=0)
     assert out["consensus_distance"] == pytest.approx(float(((own.double() - bar) ** 2).sum()) / 8, rel=1e-12)
     acc_own, acc_bar = [], []
     for i, d in enumerate(eng.clients):
-        acc_own.append(eng._correct(d, eng.store.state(i), own[i]) / d.n_test)
-        acc_bar.append(eng._correct(d, eng.store.state(i), bar.float()) / d.n_test)
+        acc_own.append(eng._correct(d, own[i], eng.store.state(i)) / d.n_test)
+        acc_bar.append(eng._correct(d, bar.float(), eng.store.state(i)) / d.n_test)
     assert out["test_acc_mean"] == pytest.approx(np.mean(acc_own), abs=1e-12)
     assert abs(np.mean(acc_own) - np.mean(acc_bar)) > 1e-3  # so the check above can tell them apart
-    eng.params.copy_(own[0].expand_as(own))
+    eng.exchange.params.copy_(own[0].expand_as(own))
     assert eng.evaluate()["consensus_distance"] == 0.0
 
 
@@ -99,16 +99,16 @@ def test_checkpoint_round_trip_continues_exactly(tmp_path):
     a = make_engine(train={"participation": 0.5}, topology={"change_every": 1})
     for _ in range(3):
         a.step()
-    snap = snapshot(a)
+    snap = a.snapshot()
     assert snap.topology["attrs"]["next_round"] == 3 and snap.attrs["mode"] == "decentralized"
-    np.testing.assert_array_equal(snap.topology["W"], a.schedule.at(2).W)
-    np.testing.assert_allclose(snap.shared, a.params.double().mean(dim=0).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(snap.topology["W"], a.exchange.schedule.at(2).W)
+    np.testing.assert_allclose(snap.shared, a.exchange.params.double().mean(dim=0).numpy(), atol=1e-6)
     path = ck.save(snap, str(tmp_path), keep=1)
     b = make_engine(train={"participation": 0.5}, topology={"change_every": 1})
     b.restore(ck.load(path, rows=b.train_ids))
-    assert b.round == 3 and torch.equal(b.params, a.params)
+    assert b.round == 3 and torch.equal(b.exchange.params, a.exchange.params)
     a.step(), b.step()
-    assert torch.equal(b.params, a.params) and torch.equal(b.store.tensors["pi"], a.store.tensors["pi"])
+    assert torch.equal(b.exchange.params, a.exchange.params) and torch.equal(b.store.tensors["pi"], a.store.tensors["pi"])
     other = copy.deepcopy(ck.load(path))
     other.topology["edges"] = other.topology["edges"][1:]
     with pytest.raises(CheckpointError, match="topology differs"):
@@ -118,7 +118,7 @@ def test_checkpoint_round_trip_continues_exactly(tmp_path):
 def test_client_server_checkpoint_has_no_topology(tmp_path):
     eng = make_engine(algorithm={"mode": "client-server"})
     eng.step()
-    snap = snapshot(eng)
+    snap = eng.snapshot()
     assert snap.topology is None and "mode" not in snap.attrs and set(snap.client_state) == {"pi"}
     with pytest.raises(CheckpointError, match="no per-client components"):
         make_engine().restore(ck.load(ck.save(snap, str(tmp_path), keep=1)))
@@ -132,7 +132,7 @@ def test_stop_request_on_a_single_rank_stops_in_that_round():
         stats = eng.step()
     finally:
         signals.clear()
-    assert stats.stop and stats.round == 2 and eng._stop_at == 1
+    assert stats.stop and stats.round == 2 and eng.exchange._stop_at == 1
     assert not make_engine(run={"stop_after": 2}).step().stop
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import yaml
 
 from fedmtl_hpc import checkpoint as ck
-from fedmtl_hpc.config import parse_config, reference
+from fedmtl_hpc.config import parse_config, reference, reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,6 +16,7 @@ def test_readme_documents_every_config_key():
     text = (REPO / "README.md").read_text()
     missing = [k for k, _, _ in reference() if f"`{k}`" not in text]
     assert not missing, f"README config reference lacks {missing}"
+    assert reference_markdown() in text, "README's config table differs from config.reference_markdown()"
 
 
 def test_readme_starts_with_two_commands():
@@ -35,7 +36,7 @@ def test_format_doc_names_every_object_a_checkpoint_holds(tmp_path):
     snap = ck.Snapshot(round=1, algorithm="fedem", config_text="x", shared=np.zeros((1, 2), np.float32),
                        layout=[], client_ids=np.arange(2), client_weight=np.ones(2),
                        client_state={"pi": np.ones((2, 1), np.float32)}, seed=1,
-                       partition={"kind": "k", "seed": 1, "sha256": "s"}, optimizer={"kind": "sgd"},
+                       partition={"kind": "k", "seed": 1, "sha256": "s"}, groups={"algorithm": {"attrs": {"name": "fedem"}, "arrays": {}}},
                        metrics={"round": np.ones(1)})
     import h5py
     names = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .base import Algorithm, LocalResult
-from .sgd import local_sgd
 
 __all__ = ["FedAvg"]
 
@@ -12,9 +11,9 @@ class FedAvg(Algorithm):
     name = "fedavg"
     n_shared = 1
 
-    def local_update(self, data, shared, state, gen):
-        theta = shared.clone()
-        loss = local_sgd(self.model, theta, data, self.cfg.train, gen)
+    def local_update(self, data, start, state, gen):
+        theta = start.clone()
+        loss = self.sgd(theta, data, gen)
         return LocalResult(theta, loss)
 
     def predict_proba(self, x, shared, state):

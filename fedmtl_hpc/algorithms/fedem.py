@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from .base import Algorithm, LocalResult
-from .sgd import local_sgd
 
 __all__ = ["FedEM", "e_step", "mixture_nll", "fit_mixture_weights"]
 
@@ -44,7 +43,7 @@ class FedEM(Algorithm):
 
     @property
     def n_shared(self) -> int:
-        return self.cfg.algorithm.n_components
+        return self.params.n_components
 
     def state_shapes(self):
         return {"pi": (self.n_shared,)}
@@ -52,14 +51,14 @@ class FedEM(Algorithm):
     def init_state(self, cid):
         return {"pi": torch.full((self.n_shared,), 1.0 / self.n_shared, device=self.device)}
 
-    def local_update(self, data, shared, state, gen):
-        losses = self.model.losses(shared, data.iter_train())
+    def local_update(self, data, start, state, gen):
+        losses = self.model.losses(start, data.iter_train())
         log_pi = torch.log(state["pi"])
         nll = float(mixture_nll(log_pi, losses))
         q = e_step(log_pi, losses)
         state["pi"].copy_(q.mean(dim=1))
-        theta = shared.clone()
-        local_sgd(self.model, theta, data, self.cfg.train, gen, weights=q)
+        theta = start.clone()
+        self.sgd(theta, data, gen, weights=q)
         return LocalResult(theta, nll)
 
     def predict_proba(self, x, shared, state):
@@ -67,4 +66,4 @@ class FedEM(Algorithm):
 
     def adapt(self, data, shared, state):
         losses = self.model.losses(shared, data.iter_train())
-        state["pi"].copy_(fit_mixture_weights(state["pi"].clone(), losses, self.cfg.algorithm.adapt_iters))
+        state["pi"].copy_(fit_mixture_weights(state["pi"].clone(), losses, self.params.adapt_iters))

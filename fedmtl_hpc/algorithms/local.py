@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .base import Algorithm, LocalResult, _int_seed
-from .sgd import local_sgd
 from ..params import fresh_vector
 
 __all__ = ["Local"]
@@ -20,9 +19,9 @@ class Local(Algorithm):
         v = fresh_vector(self.model, self.factory, _int_seed(self.cfg.run.seed, 1, cid))
         return {"params": v[None].to(self.device)}
 
-    def local_update(self, data, shared, state, gen):
+    def local_update(self, data, start, state, gen):
         theta = state["params"].clone()
-        loss = local_sgd(self.model, theta, data, self.cfg.train, gen)
+        loss = self.sgd(theta, data, gen)
         state["params"].copy_(theta)
         return LocalResult(None, loss)
 

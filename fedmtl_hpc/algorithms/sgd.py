@@ -10,13 +10,15 @@ to carry between rounds.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
-from ..config import TrainConfig
 from ..data.base import ClientData
 from ..params import FlatModel
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 __all__ = ["batches", "local_sgd"]
 
@@ -37,13 +39,16 @@ def batches(n: int, cfg: TrainConfig, gen: torch.Generator, device) -> Iterator[
 
 def local_sgd(model: FlatModel, theta: torch.Tensor, data: ClientData,
               cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None = None,
-              extra_grad: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+              extra_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              lr: float | None = None) -> float:
     """Train ``theta [K, P]`` in place; returns the mean minibatch objective.
 
     weights: ``[K, n]`` per-sample weights (None: all ones).
     extra_grad: optional ``theta -> [K, P]`` gradient of a regulariser
     (proximal terms of FedProx / Ditto plug in here).
+    lr: step size (None: ``cfg.lr``; algorithms pass the round's scheduled lr).
     """
+    lr = cfg.lr if lr is None else lr
     buf = torch.zeros_like(theta) if cfg.momentum > 0 else None
     total, count = 0.0, 0
     for idx in batches(data.n_train, cfg, gen, theta.device):
@@ -56,7 +61,7 @@ def local_sgd(model: FlatModel, theta: torch.Tensor, data: ClientData,
                 grad.add_(extra_grad(theta))
             if buf is not None:
                 grad = buf.mul_(cfg.momentum).add_(grad)
-            theta.add_(grad, alpha=-cfg.lr)
+            theta.add_(grad, alpha=-lr)
         total += float(obj.detach())
         count += 1
     return total / max(count, 1)

@@ -15,7 +15,17 @@ import numpy as np
 
 from fedmtl_hpc.errors import ConfigError
 
-__all__ = ["read_edge_file", "read_matrix_file"]
+__all__ = ["EdgeArray", "canon_edges", "read_edge_file", "read_matrix_file"]
+
+
+EdgeArray = np.ndarray  # (E, 2) int64, i < j, unique, lexicographically sorted
+
+
+def canon_edges(n: int, pairs) -> EdgeArray:
+    """Canonical edge array: drop self-loops (degenerate wraparounds), order i < j, dedupe."""
+    e = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
+    return np.unique(e, axis=0) if len(e) else np.zeros((0, 2), np.int64)
 
 
 def read_edge_file(path: str | os.PathLike, n: int) -> np.ndarray:
@@ -40,8 +50,7 @@ def read_edge_file(path: str | os.PathLike, n: int) -> np.ndarray:
         if i == j:
             raise ConfigError(f"{where}: self-loop {text!r}; the diagonal of W is implicit")
         pairs.append((i, j))
-    from .topology import _canon  # here: topology imports this module
-    return _canon(n, pairs)
+    return canon_edges(n, pairs)
 
 
 def read_matrix_file(path: str | os.PathLike, n: int, edges: np.ndarray | None = None,

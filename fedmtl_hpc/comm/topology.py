@@ -26,7 +26,7 @@ import numpy as np
 from fedmtl_hpc.errors import ConfigError
 
 from .blocks import RankBlock, block_owner, local_blocks
-from .graph_files import read_edge_file, read_matrix_file
+from .graph_files import EdgeArray, canon_edges as _canon, read_edge_file, read_matrix_file
 
 __all__ = ["KINDS", "WEIGHTS", "ER_MAX_TRIES", "Topology", "TopologySchedule", "RankBlock",
            "ring_edges", "torus_shape", "torus_edges", "complete_edges", "star_edges",
@@ -39,16 +39,6 @@ KINDS = ("ring", "torus", "complete", "star", "erdos_renyi", "edges")
 _ALIASES = {"file": "edges"}  # the kind's first name; kept so old configs and scripts still work
 WEIGHTS = ("metropolis", "uniform")
 ER_MAX_TRIES = 100
-EdgeArray = np.ndarray  # (E, 2) int64, i < j, unique, lexicographically sorted
-
-
-def _canon(n: int, pairs) -> EdgeArray:
-    """Canonical edge array: drop self-loops (degenerate wraparounds), order i < j, dedupe."""
-    e = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
-    return np.unique(e, axis=0) if len(e) else np.zeros((0, 2), np.int64)
-
-
 def ring_edges(n: int) -> EdgeArray:
     """Cycle 0-1-...-(n-1)-0; n=1 has no edge and n=2 a single edge."""
     i = np.arange(n)

@@ -35,7 +35,7 @@ def test_fedem_learns_a_pathological_fashion_mnist_split(tmp_path):
     raw = {"run": {"name": "fmnist", "seed": 1, "rounds": 30, "eval_every": 10},
            "data": {"name": "fashion_mnist", "n_clients": 20, "unseen_clients": 0, "partition": "pathological",
                     "shards_per_client": 2, "fraction": 0.1},
-           "model": {"name": "linear"}, "algorithm": {"name": "fedem", "n_components": 3},
+           "model": {"name": "linear"}, "algorithm": {"name": "fedem", "fedem": {"n_components": 3}},
            "train": {"lr": 0.1, "batch_size": 32, "local_epochs": 1}, "checkpoint": {"every": 0}}
     cfg = write_config(tmp_path / "cfg.yaml", raw)
     acc = {}

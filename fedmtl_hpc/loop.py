@@ -1,0 +1,71 @@
+"""The loop protocol every training program implements: federated engine and MTL solvers alike.
+
+The runner, the callbacks (evaluation, metrics files, progress, checkpoints) and resume
+talk to a ``Loop`` only through this narrow surface::
+
+    cfg, comm, round, metrics (MetricsTable), window (totals since the last metrics row),
+    callbacks, before_training(), step() -> RoundStats, evaluate() -> dict,
+    snapshot() -> checkpoint.Snapshot | None (rank 0 gets it), restore(snapshot),
+    describe() -> str, summary_line() -> str
+
+A "round" is whatever one iteration of the program is (a communication round of FedEM,
+an iteration of a proximal-gradient solver). ``run`` is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Loop", "RoundStats"]
+
+
+@dataclass
+class RoundStats:
+    """What one round produced; callbacks read it."""
+
+    round: int                       # 1-based number of the round just finished
+    train_loss: float
+    t_compute: float
+    t_exchange: float
+    bytes_exchanged: int
+    stop: bool = False
+    extra: dict = field(default_factory=dict)   # values of columns a part declared (metrics rows)
+
+
+class Loop:
+    """Base of the training programs: the shared ``run`` over ``step`` and the callbacks."""
+
+    callbacks: list
+    round: int
+
+    def before_training(self) -> None:
+        """Once before the first round (after a restore too)."""
+
+    def done(self) -> bool:
+        """True when no round is left (default: cfg.run.rounds reached)."""
+        return self.round >= self.cfg.run.rounds
+
+    def run(self) -> str:
+        """Run until done or a stop signal; returns 'done' or 'stopped'."""
+        self.before_training()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        status = "done"
+        while not self.done():
+            stats = self.step()
+            for cb in self.callbacks:
+                cb.after_round(self, stats)
+            if stats.stop:
+                status = "stopped"
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self, status)
+        return status
+
+    # the rest is each program's own
+    def step(self) -> RoundStats: raise NotImplementedError
+    def evaluate(self) -> dict: raise NotImplementedError
+    def snapshot(self): raise NotImplementedError
+    def restore(self, snap) -> None: raise NotImplementedError
+    def describe(self) -> str: return ""
+    def summary_line(self) -> str: return ""
