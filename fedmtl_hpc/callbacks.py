@@ -36,7 +36,8 @@ class Evaluate(Callback):
         w["bytes_exchanged"] += stats.bytes_exchanged
         w["t_compute"] += stats.t_compute
         w["t_exchange"] += stats.t_exchange
-        if stats.stop or not (stats.round % self.every == 0 or engine.done()):
+        # a due row is written even in a round that stops (else a resumed run would lack it)
+        if not (stats.round % self.every == 0 or engine.done()):
             return
         t0 = time.perf_counter()
         # decentralized evaluate() returns the all-ranks train_loss (stats holds a rank-local one)

@@ -7,7 +7,8 @@ Layout (``format_version`` 2; see docs/checkpoint-format.md; version 1 files sti
                                   params_sha256, complete; mode (decentralized runs only)
     /config                YAML text of the resolved config (the run's exact settings)
     /global/params         float32 [K, P]   shared components; attr layout (JSON). Decentralized:
-                                            the network average of the clients' own components
+                                            the network average of the clients' own components.
+                                            Absent when the program has no shared stack (linear MTL)
     /clients/ids           int64   [N]      client ids (training clients)
     /clients/weight        float64 [N]      aggregation weights (n_t)
     /clients/state/<name>  float32 [N, ...] private state (FedEM: pi [N, M]; Local: params [N, 1, P];
@@ -62,7 +63,7 @@ class Snapshot:
     round: int
     algorithm: str
     config_text: str
-    shared: np.ndarray                      # [K, P] float32
+    shared: np.ndarray | None               # [K, P] float32; None: no shared stack (no /global)
     layout: list
     client_ids: np.ndarray                  # [N] int64
     client_weight: np.ndarray               # [N] float64
@@ -74,6 +75,7 @@ class Snapshot:
     pending: dict = field(default_factory=dict)   # deterministic totals since the last metrics row
     attrs: dict = field(default_factory=dict)
     topology: dict | None = None                  # decentralized: {"edges", "W", "attrs"}
+    rng_scheme: str = ""                          # /rng attr scheme; empty: rng.SCHEME (the federated streams)
 
 
 def _ds(group: h5py.Group, name: str, data: np.ndarray, **attrs) -> None:
@@ -95,14 +97,16 @@ def save(snap: Snapshot, directory: str, keep: int) -> str:
     with h5py.File(tmp, "w", track_order=True) as f:
         f.attrs.update({"format_version": FORMAT_VERSION, "producer": f"fedmtl_hpc {__version__}",
                         "round": snap.round, "algorithm": snap.algorithm,
-                        "n_clients": len(snap.client_ids), "n_shared": snap.shared.shape[0],
-                        "n_params": snap.shared.shape[1] if snap.shared.ndim == 2 else 0,
+                        "n_clients": len(snap.client_ids),
+                        "n_shared": 0 if snap.shared is None else snap.shared.shape[0],
+                        "n_params": snap.shared.shape[1] if snap.shared is not None and snap.shared.ndim == 2 else 0,
                         "config_sha256": hashlib.sha256(snap.config_text.encode()).hexdigest(),
-                        "params_sha256": _sha(snap.shared), **snap.attrs})
+                        "params_sha256": "" if snap.shared is None else _sha(snap.shared), **snap.attrs})
         f.create_dataset("config", data=snap.config_text, dtype=h5py.string_dtype(), track_times=False)
-        g = f.create_group("global", track_times=False)
-        _ds(g, "params", snap.shared.astype(np.float32), units="model parameters, one row per component",
-            layout=json.dumps(snap.layout))
+        if snap.shared is not None:  # programs without a shared stack (linear MTL) have no /global
+            g = f.create_group("global", track_times=False)
+            _ds(g, "params", snap.shared.astype(np.float32), units="model parameters, one row per component",
+                layout=json.dumps(snap.layout))
         c = f.create_group("clients", track_times=False)
         _ds(c, "ids", snap.client_ids.astype(np.int64))
         _ds(c, "weight", snap.client_weight.astype(np.float64), units="aggregation weight (train samples)")
@@ -110,8 +114,11 @@ def save(snap: Snapshot, directory: str, keep: int) -> str:
         for k in sorted(snap.client_state):
             _ds(s, k, snap.client_state[k].astype(np.float32))
         r = f.create_group("rng", track_times=False)
-        from .rng import SCHEME
-        r.attrs.update({"seed": snap.seed, "next_round": snap.round, "scheme": SCHEME})
+        if snap.rng_scheme:
+            scheme = snap.rng_scheme
+        else:
+            from .rng import SCHEME as scheme
+        r.attrs.update({"seed": snap.seed, "next_round": snap.round, "scheme": scheme})
         for name in sorted(snap.groups):
             grp, part = f.create_group(name, track_times=False), snap.groups[name]
             grp.attrs.update(part.get("attrs", {}))
@@ -169,12 +176,15 @@ def verify(path: str) -> dict:
                     data = obj[()]  # reads the bytes: Fletcher-32 is checked here
                     shapes[name] = list(np.shape(data))
             f.visititems(visit)
-            if _sha(f["global/params"][()]) != f.attrs["params_sha256"]:
+            if "global" in f and _sha(f["global/params"][()]) != f.attrs["params_sha256"]:
                 raise CheckpointError(f"{path}: global/params do not match params_sha256")
             info = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             info["path"], info["datasets"] = path, shapes
             info["client_state"] = sorted(f["clients/state"].keys())
             info["partition"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f["partition"].attrs.items()}
+            for name in ("mtl",):
+                if name in f:
+                    info[name] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f[name].attrs.items()}
             if "topology" in f:
                 info["topology"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f["topology"].attrs.items()}
             return info
@@ -201,8 +211,9 @@ def load(path: str, rows: range | None = None) -> Snapshot:
             pa = f["partition"].attrs
             return Snapshot(
                 round=int(f.attrs["round"]), algorithm=str(f.attrs["algorithm"]),
-                config_text=f["config"][()].decode(), shared=f["global/params"][()],
-                layout=json.loads(f["global/params"].attrs["layout"]),
+                config_text=f["config"][()].decode(),
+                shared=f["global/params"][()] if "global" in f else None,
+                layout=json.loads(f["global/params"].attrs["layout"]) if "global" in f else [],
                 client_ids=f["clients/ids"][sel], client_weight=f["clients/weight"][sel],
                 client_state={k: f["clients/state"][k][sel] for k in f["clients/state"]},
                 seed=int(f["rng"].attrs["seed"]),

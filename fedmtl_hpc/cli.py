@@ -66,8 +66,14 @@ def _inspect(path: str, as_json: bool) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     print(f"{path}: fedmtl_hpc checkpoint format {info['format_version']} ({info['producer']}), verified")
-    print(f"  round {info['round']}/{info.get('rounds_total', '?')}, algorithm {info['algorithm']}, "
-          f"{info['n_clients']} clients, {info['n_shared']} shared component(s) x {info['n_params']} params")
+    if "mtl" in info:  # linear multi-task solvers: W in /mtl, no shared stack
+        m = info["mtl"]
+        print(f"  iteration {info['round']}/{info.get('rounds_total', '?')}, solver {info['algorithm']}, "
+              f"{m.get('n_tasks')} tasks x d = {m.get('d')}, loss {m.get('loss')}, lam {m.get('lam')}, "
+              f"lam2 {m.get('lam2')}, objective {m.get('objective')}, converged: {m.get('converged') or 'no'}")
+    else:
+        print(f"  round {info['round']}/{info.get('rounds_total', '?')}, algorithm {info['algorithm']}, "
+              f"{info['n_clients']} clients, {info['n_shared']} shared component(s) x {info['n_params']} params")
     print(f"  config sha256 {info['config_sha256']}, partition {info['partition']}")
     for name, shape in sorted(info["datasets"].items()):
         print(f"  /{name:<28} {shape}")

@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .options import at_least, fractions_rule, one_of, option, positive, rule
 
 __all__ = ["Config", "RunConfig", "DataConfig", "ModelConfig", "AlgorithmConfig", "TopologyConfig",
-           "TrainConfig", "CheckpointConfig", "load_config", "parse_config",
+           "TrainConfig", "CheckpointConfig", "MTLConfig", "MTL_DATASETS", "load_config", "parse_config",
            "apply_overrides", "config_to_dict", "config_to_yaml", "config_sha256"]
 
 
@@ -39,23 +39,27 @@ class RunConfig:
 
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist", "emnist", "femnist", "shakespeare")
+MTL_DATASETS = ("mtl_synthetic", "mtl_h5", "mtl_fashion_mnist")   # tasks of linear_mtl/ (algorithm program mtl)
 PARTITIONS = ("auto", "iid", "dirichlet", "label_group", "pathological", "pachinko", "natural")
 MODELS = ("linear", "femnist_cnn", "cifar_cnn", "mobilenet_v2", "resnet18", "lstm")
 # which models fit each dataset's inputs (28x28 grey, 32x32 colour, 80-character windows)
 _FITS = {"synthetic": ("linear",), "shakespeare": ("lstm",),
          **{d: ("linear", "femnist_cnn") for d in ("mnist", "fashion_mnist", "emnist", "femnist")},
-         **{d: ("linear", "cifar_cnn", "mobilenet_v2", "resnet18") for d in ("cifar10", "cifar100")}}
+         **{d: ("linear", "cifar_cnn", "mobilenet_v2", "resnet18") for d in ("cifar10", "cifar100")},
+         **{d: ("linear",) for d in MTL_DATASETS}}
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _f("synthetic", _one_of(*DATASETS), doc="dataset: " + " | ".join(DATASETS))
+    name: str = _f("synthetic", _one_of(*DATASETS, *MTL_DATASETS), doc="dataset: " + " | ".join(DATASETS)
+                   + "; multi-task (linear MTL solvers): " + " | ".join(MTL_DATASETS))
     n_clients: int = _f(300, _at_least(1), doc="clients that train")
     unseen_clients: int = _f(30, _at_least(0), doc="extra clients never trained on; adapted and evaluated at each eval")
     dim: int = _f(150, _at_least(1), doc="synthetic: feature dimension d")
     n_components: int = _f(3, _at_least(1), doc="synthetic: true mixture components")
     alpha: float = _f(0.4, _positive(), doc="synthetic: Dirichlet concentration of client mixture weights")
-    noise_std: float = _f(0.1, _at_least(0.0), doc="synthetic: std of the label noise inside the sigmoid")
+    noise_std: float = _f(0.1, _at_least(0.0), doc="synthetic: std of the label noise inside the sigmoid; "
+                          "mtl_synthetic: std of the noise added to x^T w (squared: y; logistic: inside the sign)")
     test_per_client: int = _f(500, _at_least(1), doc="synthetic: test samples per client")
     min_train: int = _f(50, _at_least(1), doc="synthetic: train size = min(lognormal(4, 2) + min_train, max_train)")
     max_train: int = _f(1000, _at_least(1), doc="synthetic: cap on the train size per client")
@@ -82,6 +86,17 @@ class DataConfig:
                            doc="emnist: which of the six released splits")
     verify: bool = _f(False, doc="cifar10 / cifar100: check the MD5 of the released files before reading them")
     augment: bool = _f(False, doc="cifar10 / cifar100: random crop (pad 4) + horizontal flip of every training batch")
+    path: str = _f("", doc="mtl_h5: the HDF5 file of tasks (/tasks/<name>/X, y; optional X_test, y_test)")
+    n_tasks: int = _f(8, _at_least(1), doc="mtl_synthetic: tasks T; mtl_fashion_mnist: one-vs-rest tasks (classes "
+                      "0..T-1, T <= 10)")
+    samples_per_task: int = _f(200, _at_least(1), doc="mtl_synthetic / mtl_fashion_mnist: training samples n_t per task")
+    test_per_task: int = _f(200, _at_least(0), doc="mtl_synthetic / mtl_fashion_mnist: test samples per task (0: none)")
+    structure: str = _f("group_sparse", _one_of("group_sparse", "low_rank", "clustered", "related"),
+                        doc="mtl_synthetic: true W: group_sparse (support shared rows) | low_rank (rank) | clustered "
+                            "(clusters) | related (a common w0 + small task offsets)")
+    support: int = _f(5, _at_least(1), doc="mtl_synthetic group_sparse: non-zero rows of the true W")
+    rank: int = _f(2, _at_least(1), doc="mtl_synthetic low_rank: rank of the true W")
+    clusters: int = _f(2, _at_least(1), doc="mtl_synthetic clustered: task clusters (tasks dealt round robin)")
 
 
 @dataclass(frozen=True)
@@ -154,12 +169,27 @@ class TrainConfig:
     lr_schedule: str = _f("constant", _one_of("constant", "multistep"),
                           doc="constant | multistep: lr x lr_factor at each milestone (FedEM paper: x0.1 at 1/2 and 3/4 of the rounds)")
     lr_milestones: object = _f([0.5, 0.75], fractions_rule(),
-                               doc="multistep: milestones as shares of run.rounds; the lr drops from round "
-                                   "round(share x run.rounds) + 1 on")
+                               doc="multistep: milestones as shares of run.rounds; the lr drops from 1-based round "
+                                   "floor(share x run.rounds + 1/2) + 1 on (changing run.rounds on resume moves them)")
     lr_factor: float = _f(0.1, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="multistep: factor per milestone")
     participation: float = _f(1.0, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="share of clients sampled per round")
     device: str = _f("cpu", _one_of("cpu", "cuda", "auto"), doc="cpu | cuda | auto (node-local GPU when present)")
     allow_oversubscribe: bool = _f(False, doc="let more ranks than GPUs share a node's GPUs")
+
+
+@dataclass(frozen=True)
+class MTLConfig:
+    """The objective of the linear multi-task solvers (algorithm program mtl, ``linear_mtl/``)."""
+
+    loss: str = _f("squared", _one_of("squared", "logistic"), doc="mtl: f_t = 1/(2 n_t)||X_t w - y_t||^2 (squared) | "
+                   "1/n_t sum log(1 + exp(-y x^T w)) (logistic)")
+    regularizer: str = _f("l21", _one_of("l21", "nuclear"), doc="mtl: Omega(W) for prox_sync / prox_async: l21 (sum of "
+                          "row norms) | nuclear (sum of singular values)")
+    lam: float = _f(0.1, _at_least(0.0), doc="mtl: weight of the coupling term (lam Omega(W); per solver in the README)")
+    lam2: float = _f(0.0, _at_least(0.0), doc="mtl: + lam2/2 ||W||_F^2")
+    tol: float = _f(1e-8, _positive(), doc="mtl: stop when the relative objective change or the relative prox-gradient "
+                    "norm falls below this")
+    max_iters: int = _f(1000, _at_least(1), doc="mtl: most iterations (rounds); run.rounds is ignored by these solvers")
 
 
 @dataclass(frozen=True)
@@ -177,9 +207,18 @@ class Config:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    mtl: MTLConfig = field(default_factory=MTLConfig)
+
+    @property
+    def program(self) -> str:
+        """Which Loop runs this config: federated (engine.py) or mtl (linear_mtl/)."""
+        return SPECS[self.algorithm.name].program
 
     def check_world(self, world_size: int) -> None:
-        """Rules that need the number of ranks (known without communication)."""
+        """Rules that need the number of ranks (known without communication). MTL programs check
+        theirs in ``linear_mtl.check`` (the number of tasks may come from a file)."""
+        if self.program == "mtl":
+            return
         if world_size > self.data.n_clients:
             raise ConfigError(f"data.n_clients must be >= the number of MPI ranks ({world_size}), "
                               f"got {self.data.n_clients}")
@@ -243,9 +282,12 @@ def _build_algorithm(raw: Mapping, path: str) -> "AlgorithmConfig":
         raise ConfigError(f"{path}.{key} is not a known key (known: name, mode, "
                           f"{', '.join(SPECS)}){hint}")
     cfg = _build(_AlgorithmHead, head, path)
+    # every section present is validated (a typo is caught even in a section not in use, so a base
+    # config can carry several methods' keys and switch with --set algorithm.name=...); only the
+    # chosen one is kept, so the resolved config and its hash hold what the run uses
     for key in raw:
         if key in SPECS and key != cfg.name:
-            raise ConfigError(f"{path}.{key} applies when {path}.name is {key}, got {cfg.name}")
+            _build(SPECS[key].params, raw[key], f"{path}.{key}")
     params = _build(SPECS[cfg.name].params, raw.get(cfg.name), f"{path}.{cfg.name}")
     return AlgorithmConfig(name=cfg.name, mode=cfg.mode, params=params)
 
@@ -292,7 +334,31 @@ def parse_config(raw: Any) -> Config:
     if cfg.data.min_train > cfg.data.max_train:
         raise ConfigError(f"data.min_train must be <= data.max_train ({cfg.data.max_train}), got {cfg.data.min_train}")
     _check_data(cfg.data, cfg.model.name)
+    _check_mtl(cfg)
     return cfg
+
+
+def _check_mtl(cfg: "Config") -> None:
+    """Program and data must match: MTL solvers read tasks, federated algorithms read clients."""
+    mtl_data, d, m = cfg.data.name in MTL_DATASETS, cfg.data, cfg.mtl
+    rules = [
+        (cfg.program == "mtl" and not mtl_data, f"data.name must be one of {' | '.join(MTL_DATASETS)} for "
+         f"algorithm.name {cfg.algorithm.name}, got {d.name}"),
+        (cfg.program != "mtl" and mtl_data, f"data.name {d.name} needs an MTL solver (algorithm.name prox_sync | "
+         f"prox_async | mtrl_surrogate | dsml | clustered_mtl), got {cfg.algorithm.name}"),
+        (mtl_data and d.partition != "auto", f"data.partition applies to federated datasets, got {d.partition}"),
+        (d.name == "mtl_h5" and not d.path, "data.path is required when data.name = mtl_h5"),
+        (d.name == "mtl_fashion_mnist" and d.n_tasks > 10, f"data.n_tasks must be <= 10 for mtl_fashion_mnist "
+         f"(one-vs-rest per class), got {d.n_tasks}"),
+        (d.name == "mtl_fashion_mnist" and m.loss != "logistic", "mtl.loss must be logistic for mtl_fashion_mnist "
+         f"(binary one-vs-rest labels), got {m.loss}"),
+        (cfg.algorithm.name == "dsml" and m.loss != "squared", f"mtl.loss must be squared for algorithm.name dsml "
+         f"(debiased lasso), got {m.loss}"),
+        (cfg.algorithm.name == "mtrl_surrogate" and m.lam <= 0, f"mtl.lam must be > 0 for mtrl_surrogate, got {m.lam}"),
+    ]
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

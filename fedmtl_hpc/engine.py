@@ -27,6 +27,7 @@ from .errors import CheckpointError, NumericalError
 from .exchange import make_exchange
 from .loop import Loop, RoundStats
 from .metrics import MetricsTable
+from .schedule import lr_at
 
 __all__ = ["Engine", "ClientStore", "build_engine", "check_local_result", "sample_clients", "accuracy_row"]
 
@@ -164,6 +165,11 @@ class Engine(Loop):
         out = accuracy_row(v.numpy(), n, u)
         if k:
             out.update(self.exchange.read_eval(v[-k:].numpy()))
+        # per-client accuracies (not metric columns: "_" keys go to metrics.h5 as [rows, clients])
+        acc = v[0:2 * (n + u):2].numpy() / v[1:2 * (n + u):2].numpy()
+        out["_client_test_acc"] = acc[:n].copy()
+        if u:
+            out["_unseen_test_acc"] = acc[n:].copy()
         return out
 
     def _personal(self, data: ClientData, shared: torch.Tensor, state: dict):
@@ -215,12 +221,35 @@ class Engine(Loop):
                 raise CheckpointError(f"checkpoint client state {k!r} is missing or has the wrong shape")
             t.copy_(torch.from_numpy(snap.client_state[k]))
         self.round = snap.round
-        self.algo.round = snap.round
+        # as during a run: the algorithm holds the 0-based index of the last round and its lr
+        self.algo.round = max(snap.round - 1, 0)
+        self.algo.lr = lr_at(self.cfg.train, self.cfg.run.rounds, self.algo.round)
         self.exchange.restore(snap)
         self.window["bytes_exchanged"] = float(snap.pending.get("bytes_exchanged", 0.0))
 
     def describe(self) -> str:
         return self.exchange.describe()
+
+    def checkpoint_rows(self):
+        return self.train_ids
+
+    def check_resume(self, snap) -> None:
+        """Refuse a checkpoint whose data partition differs from this run's."""
+        digest = self.dataset.partition_info()["sha256"]
+        if snap.partition.get("sha256") != digest:
+            raise CheckpointError(f"the data partition changed since the checkpoint "
+                                  f"(sha256 {snap.partition.get('sha256')} != {digest}); refusing to resume")
+
+    def summary_fields(self) -> dict:
+        """The Bayes oracle's mean client test accuracy (synthetic data; None otherwise). Collective."""
+        if not hasattr(self.dataset, "oracle_correct"):
+            return {"oracle_test_acc": None}
+        n = self.dataset.n_clients
+        v = np.zeros(n, dtype=np.float64)
+        for d in self.clients:
+            v[d.cid] = self.dataset.oracle_correct(d.cid, d) / d.n_test
+        self.comm.allreduce_(v)
+        return {"oracle_test_acc": float(v.mean())}
 
     def summary_line(self) -> str:
         return (f"{self.cfg.data.n_clients} clients, {self.cfg.algorithm.name}, {self.model.n_params} params x "

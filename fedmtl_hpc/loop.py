@@ -6,7 +6,10 @@ talk to a ``Loop`` only through this narrow surface::
     cfg, comm, round, metrics (MetricsTable), window (totals since the last metrics row),
     callbacks, before_training(), step() -> RoundStats, evaluate() -> dict,
     snapshot() -> checkpoint.Snapshot | None (rank 0 gets it), restore(snapshot),
-    describe() -> str, summary_line() -> str
+    describe() -> str, summary_line() -> str,
+    checkpoint_rows() -> range | None (the /clients rows this rank loads on resume),
+    check_resume(snapshot) (raise CheckpointError when the data changed since the checkpoint),
+    summary_fields() -> dict (collective: program-specific summary.json entries)
 
 A "round" is whatever one iteration of the program is (a communication round of FedEM,
 an iteration of a proximal-gradient solver). ``run`` is shared.
@@ -69,3 +72,15 @@ class Loop:
     def restore(self, snap) -> None: raise NotImplementedError
     def describe(self) -> str: return ""
     def summary_line(self) -> str: return ""
+
+    # resume and summary hooks (the runner stays program-agnostic)
+    def checkpoint_rows(self):
+        """Rows of /clients this rank loads on resume (``checkpoint.load(rows=...)``); None: all."""
+        return None
+
+    def check_resume(self, snap) -> None:
+        """Raise CheckpointError if the checkpoint does not fit this run's data (before ``restore``)."""
+
+    def summary_fields(self) -> dict:
+        """Extra summary.json entries; called on every rank after training (may be collective)."""
+        return {}

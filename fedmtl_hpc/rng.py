@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["GLOBAL", "DATA", "INIT", "SAMPLE", "TRAIN", "SCHEME", "np_stream", "torch_stream"]
+__all__ = ["GLOBAL", "DATA", "INIT", "SAMPLE", "TRAIN", "EVAL", "SKETCH", "SCHEME", "np_stream", "torch_stream"]
 
 # purpose codes (never renumber: they are part of the reproducibility contract)
-GLOBAL, DATA, INIT, SAMPLE, TRAIN, EVAL = 1, 2, 3, 4, 5, 6
-SCHEME = "numpy SeedSequence([seed, purpose, *keys]); purposes GLOBAL=1 DATA=2 INIT=3 SAMPLE=4 TRAIN=5 EVAL=6"
+GLOBAL, DATA, INIT, SAMPLE, TRAIN, EVAL, SKETCH = 1, 2, 3, 4, 5, 6, 7
+SCHEME = ("numpy SeedSequence([seed, purpose, *keys]); purposes GLOBAL=1 DATA=2 INIT=3 SAMPLE=4 TRAIN=5 EVAL=6 "
+          "SKETCH=7")
 
 
 def _seq(seed: int, purpose: int, keys: tuple[int, ...]) -> np.random.SeedSequence:

@@ -17,20 +17,19 @@ import time
 import traceback
 
 import numpy as np
-import torch
 import yaml
 
 from . import __version__, hpc, signals
 from . import checkpoint as ckpt
 from .callbacks import Checkpoint, Evaluate, Progress, WriteMetrics
 from .config import Config, apply_overrides, config_sha256, config_to_yaml, parse_config
-from .exchange.gossip import check_config as check_topology
 from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError
 
 __all__ = ["run", "resume", "RESUME_OVERRIDABLE"]
 
 # keys a resume may change: they do not alter the trajectory of earlier rounds
-RESUME_OVERRIDABLE = ("run.rounds", "run.stop_after", "run.eval_every", "checkpoint.every", "checkpoint.keep")
+RESUME_OVERRIDABLE = ("run.rounds", "run.stop_after", "run.eval_every", "checkpoint.every", "checkpoint.keep",
+                      "mtl.max_iters", "mtl.tol")
 
 
 def _comm():
@@ -38,10 +37,25 @@ def _comm():
     return MPIComm()
 
 
-def _threads() -> int:
-    """torch threads per rank from OMP_NUM_THREADS / SLURM_CPUS_PER_TASK (default 1: srun does not cap it)."""
+def _threads(cfg: Config) -> int:
+    """torch threads per rank from OMP_NUM_THREADS / SLURM_CPUS_PER_TASK (default 1: srun does not cap it).
+    MTL programs are numpy-only: torch is not imported, BLAS follows OMP_NUM_THREADS."""
+    if cfg.program != "federated":
+        return hpc.threads_per_rank(os.environ)
+    import torch
     torch.set_num_threads(hpc.threads_per_rank(os.environ))
     return torch.get_num_threads()
+
+
+def _check(cfg: Config, world_size: int) -> None:
+    """The program's rules that need the number of ranks or input files: no collective, same on every rank."""
+    cfg.check_world(world_size)
+    if cfg.program == "mtl":
+        from .linear_mtl import check
+        check(cfg, world_size)
+    else:
+        from .exchange.gossip import check_config as check_topology
+        check_topology(cfg)                             # decentralized: graph and file errors too
 
 
 class _Log:
@@ -68,24 +82,44 @@ def _default_run_dir(cfg: Config) -> str:
 
 
 def _agree(comm, fn):
-    """Run set-up step fn on every rank; if any rank fails, all exit 2 with the lowest failing rank's line."""
+    """Run set-up step fn on every rank; if any rank fails, all exit with the lowest failing rank's line.
+
+    Bad input (FedMTLError) exits 2; any other exception (a bug) prints its traceback on the
+    failing rank and exits 1 -- on every rank, so no rank is left waiting in a collective.
+    """
     err, value = None, None
     try:
         value = fn()
     except FedMTLError as exc:
         err = exc
+    except Exception as exc:  # noqa: BLE001 - a set-up bug must not leave the other ranks hanging
+        traceback.print_exc(file=sys.stderr)
+        err = exc
     flags = np.zeros(comm.size, dtype=np.float64)
-    flags[comm.rank] = 1.0 if err else 0.0
+    flags[comm.rank] = (1.0 if isinstance(err, FedMTLError) else 2.0) if err else 0.0
     comm.allreduce_(flags)
     failed = np.flatnonzero(flags)
     if failed.size:
-        if comm.rank == failed[0]:
-            print(str(err), file=sys.stderr, flush=True)
-        raise SystemExit(getattr(err, "exit_code", 2) if err else 2)
+        first = failed[0]
+        if comm.rank == first:
+            msg = str(err) if isinstance(err, FedMTLError) else f"rank {comm.rank}: {type(err).__name__}: {err}"
+            print(msg, file=sys.stderr, flush=True)
+        code = 2 if flags[first] == 1.0 else 1
+        raise SystemExit(getattr(err, "exit_code", code) if comm.rank == first else code)
     return value
 
 
 def _build(cfg: Config, comm):
+    """The Loop of this config's program (catalog ``AlgorithmSpec.program``) for this rank."""
+    if cfg.program == "mtl":
+        from .linear_mtl import build_solver
+        loop = build_solver(cfg, comm)
+        loop.local = _local()
+        return loop
+    return _build_federated(cfg, comm)
+
+
+def _build_federated(cfg: Config, comm):
     """Dataset, model and engine for this rank."""
     from .data import build_dataset
     from .engine import build_engine
@@ -105,8 +139,9 @@ def _local():
     return hpc.detect_local_rank(os.environ, fallback=local_rank_and_size)
 
 
-def _device(cfg: Config, local) -> torch.device:
+def _device(cfg: Config, local):
     """train.device: cpu, cuda, or auto = the node-local GPU (local rank mod visible GPUs) when there is one."""
+    import torch
     if cfg.train.device == "cpu":
         return torch.device("cpu")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -117,18 +152,6 @@ def _device(cfg: Config, local) -> torch.device:
         raise ConfigError(str(exc).split(": ", 1)[1].replace("device:", "train.device:", 1)) from None
 
 
-def _oracle(engine) -> float | None:
-    """Mean over clients of the Bayes classifier's test accuracy (synthetic data only)."""
-    if not hasattr(engine.dataset, "oracle_correct"):
-        return None
-    n = engine.dataset.n_clients
-    v = np.zeros(n, dtype=np.float64)
-    for d in engine.clients:
-        v[d.cid] = engine.dataset.oracle_correct(d.cid, d) / d.n_test
-    engine.comm.allreduce_(v)
-    return float(v.mean())
-
-
 def _train(engine, cfg: Config, run_dir: str, log: _Log, comm) -> int:
     ckdir = os.path.join(run_dir, "checkpoints")
     ck = Checkpoint(ckdir, cfg.checkpoint.every, cfg.checkpoint.keep)
@@ -136,16 +159,16 @@ def _train(engine, cfg: Config, run_dir: str, log: _Log, comm) -> int:
     if comm.rank == 0:
         engine.callbacks[1:1] = [WriteMetrics(run_dir), Progress(log)]
     signals.install()
-    oracle = _oracle(engine)
     t0 = time.perf_counter()
     status = engine.run()
     wall = time.perf_counter() - t0
+    extra = engine.summary_fields()  # every rank: may be collective (oracle accuracy, exact objective)
     if comm.rank == 0:
         last = {k: (int(v) if k in ("round", "bytes_exchanged") else v) for k, v in engine.metrics.last().items()}
         summary = {"status": status, "rounds": cfg.run.rounds,
                    "algorithm": cfg.algorithm.name, "world_size": comm.size,
                    **last, "round": engine.round,
-                   "oracle_test_acc": oracle, "wall_seconds": wall, "run_dir": os.path.abspath(run_dir),
+                   **extra, "wall_seconds": wall, "run_dir": os.path.abspath(run_dir),
                    "checkpoint": ck.last_path and os.path.abspath(ck.last_path),
                    "config_sha256": config_sha256(config_to_yaml(cfg))}
         with open(os.path.join(run_dir, ".summary.json.tmp"), "w") as fh:
@@ -177,10 +200,12 @@ def _guarded(comm, fn) -> int:
 
 def _startup(cfg: Config, comm, engine, log: _Log, threads: int) -> None:
     if comm.rank == 0:
+        import sys as _sys
+        torch = _sys.modules.get("torch")  # MTL programs never import it
         log(hpc.startup_report(world_size=comm.size, nodes=hpc.node_count(os.environ), local=engine.local,
-                               n_gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                               n_gpus=torch.cuda.device_count() if torch and torch.cuda.is_available() else 0,
                                device=str(engine.device), mpi_version=getattr(comm, "library", ""),
-                               torch_version=torch.__version__, threads=threads,
+                               torch_version=torch.__version__ if torch else "not used", threads=threads,
                                job_id=hpc.scheduler_job_id(os.environ)))
     log(f"fedmtl_hpc {__version__}: {comm.size} ranks, {engine.summary_line()}")
     if engine.describe():
@@ -191,9 +216,8 @@ def run(cfg: Config, run_dir: str | None) -> int:
     """``fedmtl-hpc run``: a new run from a validated config."""
     signals.install()  # from the start: a stop request during set-up must not kill the rank
     comm = _comm()
-    cfg.check_world(comm.size)                          # no collective before this succeeds
-    check_topology(cfg)                                 # decentralized: graph and file errors too
-    threads = _threads()
+    _check(cfg, comm.size)                              # no collective before this succeeds
+    threads = _threads(cfg)
     log = _Log(comm.rank)
 
     def make_dir():
@@ -247,22 +271,24 @@ def resume(run_dir: str, overrides: list[str]) -> int:
         return msg[3:]
 
     path = _agree(comm, pick)
-    threads = _threads()
+    engine_threads = [1]
 
     def load():
         cfg = parse_config(apply_overrides(yaml.safe_load(ckpt.read_config(path)), overrides))
-        cfg.check_world(comm.size)
+        _check(cfg, comm.size)
+        engine_threads[0] = _threads(cfg)
         engine = _build(cfg, comm)
-        snap = ckpt.load(path, rows=engine.train_ids)
-        digest = engine.dataset.partition_info()["sha256"]
-        if snap.partition.get("sha256") != digest:
-            raise CheckpointError(f"{path}: the data partition changed since the checkpoint "
-                                  f"(sha256 {snap.partition.get('sha256')} != {digest}); refusing to resume")
+        snap = ckpt.load(path, rows=engine.checkpoint_rows())
+        try:
+            engine.check_resume(snap)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         engine.restore(snap)
         engine.metrics.restore(snap.metrics, os.path.join(run_dir, "metrics.csv"))
         return cfg, engine
 
     cfg, engine = _agree(comm, load)
+    threads = engine_threads[0]
     log.path = os.path.join(run_dir, "run.log")
     if comm.rank == 0:
         with open(os.path.join(run_dir, "config.yaml"), "w") as fh:

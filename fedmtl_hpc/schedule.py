@@ -1,11 +1,14 @@
 """Learning-rate schedules: a pure function of (config, round), so every rank and a resume agree.
 
 ``multistep``: the FedEM paper's decay, lr x factor at each milestone; milestone share s
-of ``run.rounds`` R takes effect from 0-based round ``round(s * R)`` on. The schedule has
+of ``run.rounds`` R takes effect from 0-based round ``floor(s * R + 1/2)`` on (half rounds up,
+not to even). The schedule has
 no state: a checkpoint's round number is all a resume needs.
 """
 
 from __future__ import annotations
+
+import math
 
 __all__ = ["milestone_rounds", "lr_at"]
 
@@ -14,7 +17,7 @@ def milestone_rounds(train, rounds: int) -> list[int]:
     """0-based rounds from which each milestone's factor applies ([] for constant)."""
     if train.lr_schedule == "constant":
         return []
-    return [int(round(s * rounds)) for s in train.lr_milestones]
+    return [math.floor(s * rounds + 0.5) for s in train.lr_milestones]
 
 
 def lr_at(train, rounds: int, rnd: int) -> float:

@@ -34,7 +34,7 @@ import torch
 
 from .. import rng
 from ..data.base import ClientData
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NumericalError
 from ..params import FlatModel, fresh_vector
 from ..schedule import lr_at
 from .sgd import local_sgd
@@ -42,7 +42,7 @@ from .sgd import local_sgd
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["Algorithm", "LocalResult"]
+__all__ = ["Algorithm", "LocalResult", "PersonalModels"]
 
 
 @dataclass
@@ -165,6 +165,31 @@ class Algorithm:
             raise CheckpointError(f"checkpoint holds shared shape {tuple(shared.shape)}, "
                                   f"{self.name} needs {tuple(self.shared.shape)}")
         self.shared.copy_(torch.from_numpy(shared))
+
+
+class PersonalModels:
+    """Mixin for methods whose clients keep personal model(s) ``[1, P]`` in their private state.
+
+    Every personal model starts at the initial global model (identical on every rank);
+    ``personal`` names them, ``check_personal`` reports a NaN/Inf naming client and round.
+    """
+
+    personal: tuple[str, ...] = ("v",)
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.initial = self.shared.clone()
+
+    def state_shapes(self):
+        return {**super().state_shapes(), **{k: (1, self.model.n_params) for k in self.personal}}
+
+    def init_state(self, cid):
+        return {**super().init_state(cid), **{k: self.initial.clone() for k in self.personal}}
+
+    def check_personal(self, cid: int, *tensors: torch.Tensor) -> None:
+        if not all(bool(torch.isfinite(t).all()) for t in tensors):
+            raise NumericalError(f"{self.name} personal model holds NaN or Inf on client {cid} "
+                                 f"in round {self.round + 1}")
 
 
 def _int_seed(seed: int, *keys: int) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import import_module
 
-from ..options import at_least, in_range, option, positive
+from ..options import at_least, in_range, option, positive, rule
 
 __all__ = ["AlgorithmSpec", "SPECS", "names", "spec"]
 
@@ -31,7 +31,8 @@ class FedEMParams:
 @dataclass(frozen=True)
 class FedProxParams:
     mu: float = option(0.01, at_least(0.0), doc="proximal weight: local objective + mu/2 ||theta - theta_global||^2 "
-                       "(Li et al. 2020 tune mu in {0.001, 0.01, 0.1, 1}; 0 is FedAvg)")
+                       "(Li et al. 2020 tune mu in {0.001, 0.01, 0.1, 1}; FedEM's scripts use 0.05-1; "
+                       "0 is FedAvg, bit for bit)")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class APFLParams:
 @dataclass(frozen=True)
 class DittoParams:
     lam: float = option(1.0, at_least(0.0), doc="pull of the personal model toward the global one, "
-                        "f_t(v) + lam/2 ||v - theta||^2 (Li et al. 2021 tune {0.01, 0.1, 1, 2})")
+                        "f_t(v) + lam/2 ||v - theta||^2 (Li et al. 2021 tune {0.01, 0.1, 1, 2}); taken as an "
+                        "exact proximal step, so any lam is stable")
     personal_steps: int = option(0, at_least(0), doc="personal SGD steps per round (0: as many as the global "
                                  "local work, train.local_epochs / local_steps)")
     personal_lr: float = option(0.0, at_least(0.0), doc="personal learning rate (0: train.lr at that round)")
@@ -73,10 +75,53 @@ class DittoParams:
 
 @dataclass(frozen=True)
 class PFedMeParams:
-    lam: float = option(15.0, positive(), doc="Moreau-envelope weight lambda (T. Dinh et al. 2020: 15)")
+    lam: float = option(15.0, positive(), doc="Moreau-envelope weight lambda (T. Dinh et al. 2020: 15); the "
+                        "outer step w -= train.lr * lam (w - theta_hat) needs train.lr * lam < 1")
     inner_steps: int = option(5, at_least(1), doc="K steps solving the personalized problem per local step (5)")
-    personal_lr: float = option(0.01, positive(), doc="step size of the inner problem (0.01)")
+    personal_lr: float = option(0.01, positive(), doc="step size of the inner problem (0.01: the authors' "
+                                "Synthetic and CIFAR-10 runs; MNIST 0.1)")
     beta: float = option(1.0, positive(), doc="server mix theta <- (1 - beta) theta + beta mean(local) (1.0 or 2.0)")
+
+
+@dataclass(frozen=True)
+class ProxSyncParams:
+    restart: bool = option(True, doc="restart FISTA momentum when the objective goes up (O'Donoghue & Candes 2015)")
+
+
+@dataclass(frozen=True)
+class ProxAsyncParams:
+    max_staleness: int = option(32, at_least(0), doc="a task may be at most this many updates ahead of the "
+                                "slowest task (the server holds its reply until the slowest catches up); 0: no bound")
+    relax: float = option(1.0, in_range(0.0, 1.0, lo_open=True), doc="server's relaxation of each pushed forward "
+                          "step, v_t <- v_t + relax (u_t - v_t) (AMTL's KM step)")
+    updates_per_round: int = option(0, at_least(0), doc="server updates between two synchronous round ends "
+                                    "(metrics, checkpoints, stop votes; 0: 10 x tasks)")
+    delay_ranks: object = option([], rule(lambda v: isinstance(v, list) and all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in v), "must be a list of worker ranks >= 1"),
+        doc="ranks slowed on purpose (tests, benchmarks): each of their updates sleeps delay_seconds")
+    delay_seconds: float = option(0.0, at_least(0.0), doc="per-update delay injected on delay_ranks")
+
+
+@dataclass(frozen=True)
+class MTRLParams:
+    eps: float = option(1e-6, positive(), doc="Omega = (W^T W + eps I)^(1/2) / tr(...): keeps Omega invertible "
+                        "(the model then minimises the eps-perturbed objective, see README)")
+    inner_iters: int = option(10, at_least(1), doc="accelerated W steps on the separable surrogate per Omega update")
+
+
+@dataclass(frozen=True)
+class DSMLParams:
+    threshold: float = option(0.0, at_least(0.0), doc="group hard threshold on debiased row norms (0: per-row "
+                              "chi-square rule from the estimated noise, see README)")
+    node_lam: float = option(0.0, at_least(0.0), doc="nodewise-lasso penalty (0: sqrt(2 log(d) / n_t))")
+    lasso_iters: int = option(2000, at_least(1), doc="most FISTA iterations per lasso (task and nodewise)")
+
+
+@dataclass(frozen=True)
+class ClusteredMTLParams:
+    k: int = option(2, at_least(1), doc="task clusters k (tr M = k in the convex relaxation; spectral clustering "
+                    "into k groups)")
+    eta: float = option(1.0, positive(), doc="eta = rho2 / rho1 of Zhou, Chen, Ye (2011); mtl.lam is rho1")
 
 
 @dataclass(frozen=True)
@@ -88,10 +133,12 @@ class AlgorithmSpec:
     impl: str                                   # "module:Class" under fedmtl_hpc.algorithms
     summary: str
     modes: tuple[str, ...] = ("client-server",)
+    program: str = "federated"                  # which Loop runs it: federated (engine.py) | mtl (linear_mtl/)
 
     def load(self) -> type:
         module, _, cls = self.impl.partition(":")
-        return getattr(import_module(f"fedmtl_hpc.algorithms.{module}"), cls)
+        package = "fedmtl_hpc.linear_mtl" if self.program == "mtl" else "fedmtl_hpc.algorithms"
+        return getattr(import_module(f"{package}.{module}"), cls)
 
 
 SPECS: dict[str, AlgorithmSpec] = {s.name: s for s in (
@@ -106,6 +153,16 @@ SPECS: dict[str, AlgorithmSpec] = {s.name: s for s in (
     AlgorithmSpec("apfl", APFLParams, "apfl:APFL", "APFL (Deng et al. 2020)"),
     AlgorithmSpec("ditto", DittoParams, "ditto:Ditto", "Ditto (Li et al. 2021)"),
     AlgorithmSpec("pfedme", PFedMeParams, "pfedme:PFedMe", "pFedMe (T. Dinh et al. 2020)"),
+    AlgorithmSpec("prox_sync", ProxSyncParams, "prox_sync:ProxSync", "synchronous FISTA proximal gradient "
+                  "(l21 | nuclear)", program="mtl"),
+    AlgorithmSpec("prox_async", ProxAsyncParams, "prox_async:ProxAsync", "asynchronous proximal gradient with a "
+                  "server rank (Baytas et al. 2016)", program="mtl"),
+    AlgorithmSpec("mtrl_surrogate", MTRLParams, "mtrl:MTRLSurrogate", "MTRL (Zhang & Yeung) by the decomposable "
+                  "surrogate of PMTL (Zhang 2015)", program="mtl"),
+    AlgorithmSpec("dsml", DSMLParams, "dsml:DSML", "one-shot debiased lasso + group hard thresholding "
+                  "(Wang, Kolar, Srebro 2016)", program="mtl"),
+    AlgorithmSpec("clustered_mtl", ClusteredMTLParams, "cmtl:ClusteredMTL", "convex clustered MTL "
+                  "(Zhou, Chen, Ye 2011), parallel", program="mtl"),
 )}
 
 

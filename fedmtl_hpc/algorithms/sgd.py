@@ -26,6 +26,8 @@ __all__ = ["batches", "local_sgd"]
 def batches(n: int, cfg: TrainConfig, gen: torch.Generator, device) -> Iterator[torch.Tensor]:
     """Index batches: ``local_epochs`` reshuffled passes, or exactly ``local_steps`` batches."""
     steps = 0
+    if n == 0:
+        return  # a client without training samples takes no step (and must not loop forever)
     while True:
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, cfg.batch_size):

@@ -67,6 +67,20 @@ class Communicator(Protocol):
     def gather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray | None:
         """Concatenate every rank's ``[n_r, ...]`` rows on rank 0 (None elsewhere)."""
 
+    def allgather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray:
+        """Every rank's ``[n_r, ...]`` rows concatenated in rank order, on every rank."""
+
+    def isend(self, buf: np.ndarray, dest: int, tag: int = 0):
+        """Non-blocking point-to-point send of a numpy buffer; returns a request (``wait()``, ``Test()``)."""
+
+    def irecv(self, buf: np.ndarray, source: int, tag: int = 0):
+        """Non-blocking receive into a numpy buffer; returns a request."""
+
+    def waitany(self, requests: list) -> int:
+        """Index of a completed request among requests (blocks)."""
+
+    def waitall(self, requests: list) -> None: ...
+
     def bcast_str(self, text: str) -> str:
         """Rank 0's string on every rank (set-up only: never in the round loop)."""
 
@@ -100,17 +114,67 @@ class SelfNeighborhood:
         pass
 
 
+class _SelfRequest:
+    """A request of the one-process double: sends complete at once, receives match queued sends."""
+
+    def __init__(self, comm: "SelfComm", buf=None, tag: int = 0):
+        self.comm, self.buf, self.tag, self.done = comm, buf, tag, buf is None
+
+    def Test(self) -> bool:
+        if not self.done:
+            for i, (tag, data) in enumerate(self.comm._mailbox):
+                if tag == self.tag:
+                    self.buf.reshape(-1)[:] = data.reshape(-1)
+                    del self.comm._mailbox[i]
+                    self.done = True
+                    break
+        return self.done
+
+    def wait(self):
+        if not self.Test():
+            raise RuntimeError("SelfComm: a receive with no matching send would wait forever")
+
+    Wait = wait
+
+
 class SelfComm:
     """One rank, no MPI: the identity communicator for unit tests."""
 
     rank, size = 0, 1
     library = "none (single process)"
 
+    def __init__(self):
+        self._mailbox: list = []
+
     def allreduce_(self, buf):
         as_numpy(buf)
 
     def gather_rows(self, rows, counts):
         return np.array(rows, copy=True)
+
+    def allgather_rows(self, rows, counts):
+        return np.array(rows, copy=True)
+
+    def isend(self, buf, dest, tag=0):
+        if dest != 0:
+            raise ValueError(f"rank 0 of 1 cannot send to rank {dest}")
+        self._mailbox.append((tag, np.array(as_numpy(buf), copy=True)))
+        return _SelfRequest(self)
+
+    def irecv(self, buf, source, tag=0):
+        if source != 0:
+            raise ValueError(f"rank 0 of 1 cannot receive from rank {source}")
+        return _SelfRequest(self, as_numpy(buf), tag)
+
+    def waitany(self, requests):
+        for i, r in enumerate(requests):
+            if r.Test():
+                return i
+        raise RuntimeError("SelfComm: no request can complete")
+
+    def waitall(self, requests):
+        for r in requests:
+            r.wait()
 
     def bcast_str(self, text):
         return text

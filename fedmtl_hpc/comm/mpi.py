@@ -133,6 +133,34 @@ class MPIComm:
         self.comm.Gatherv(rows.reshape(-1), recv, root=0)
         return out
 
+    def allgather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray:
+        """Every rank's ``[n_r, ...]`` rows concatenated in rank order, on every rank (one Allgatherv)."""
+        rows = np.ascontiguousarray(rows)
+        row = int(np.prod(rows.shape[1:], dtype=np.int64))
+        sizes = [c * row for c in counts]
+        if sum(sizes) >= _CHUNK:
+            raise ValueError("allgather_rows: more than 2**31 elements")
+        out = np.empty((sum(counts), *rows.shape[1:]), dtype=rows.dtype)
+        self.comm.Allgatherv(rows.reshape(-1), [out.reshape(-1), (sizes, None)])
+        return out
+
+    def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> MPI.Request:
+        """Non-blocking send of a contiguous numpy buffer (keep it alive and unchanged until the wait)."""
+        return self.comm.Isend(as_numpy(buf), dest=dest, tag=tag)
+
+    def irecv(self, buf: np.ndarray, source: int, tag: int = 0) -> MPI.Request:
+        """Non-blocking receive into a contiguous numpy buffer."""
+        return self.comm.Irecv(as_numpy(buf), source=source, tag=tag)
+
+    @staticmethod
+    def waitany(requests: list) -> int:
+        """Index of a completed request (blocks until one completes)."""
+        return MPI.Request.Waitany(requests)
+
+    @staticmethod
+    def waitall(requests: list) -> None:
+        MPI.Request.Waitall(requests)
+
     def bcast_str(self, text: str) -> str:
         data = np.frombuffer(text.encode(), dtype=np.uint8) if self.rank == 0 else None
         n = np.array([0 if data is None else data.size], dtype=np.int64)

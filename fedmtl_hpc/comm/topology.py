@@ -336,18 +336,12 @@ def schedule_from_config(cfg) -> TopologySchedule:
 
 
 def draw_png(topology: Topology, path: str | os.PathLike, size: int = 512) -> Path:
-    """Picture of the graph, nodes on a circle (node 0 at the top, clockwise), as a PNG."""
-    from fedmtl_hpc.plotpng import Canvas  # drawing is optional; keep the maths import light
+    """Picture of the graph (matplotlib, ``size`` x ``size`` pixels): nodes on a circle, node 0 at
+    the top, clockwise, coloured by degree when degrees differ; edges grey; title with the
+    spectral gap. Needs the ``plot`` extra (PlotUnavailable, exit 2, otherwise)."""
+    from fedmtl_hpc.plotting import topology_figure  # drawing is optional; keep the maths import light
 
-    n, c = topology.n, size / 2.0
-    node_r = float(np.clip(0.35 * 2.0 * np.pi * (size / 2.5) / n, 2.0, 10.0))
-    ring_r = 0.0 if n == 1 else c - node_r - 4.0
-    ang = 2.0 * np.pi * np.arange(n) / n - np.pi / 2.0
-    xs, ys = c + ring_r * np.cos(ang), c + ring_r * np.sin(ang)
-    canvas = Canvas(size, size)
-    for i, j in topology.edges.tolist():
-        canvas.line(xs[i], ys[i], xs[j], ys[j], color=(120, 120, 120))
-    for i in range(n):
-        canvas.circle(xs[i], ys[i], node_r, color=(31, 119, 180))
-        canvas.circle(xs[i], ys[i], node_r, color=(0, 0, 0), fill=False)
-    return canvas.save(path)
+    title = (f"{topology.kind}: {topology.n} nodes, {len(topology.edges)} edges, "
+             f"spectral gap {topology.spectral_gap:.3g}")
+    return topology_figure(topology.n, np.asarray(topology.edges).reshape(-1, 2), topology.degrees, path,
+                           size=size, title=title)

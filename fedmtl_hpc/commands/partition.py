@@ -11,15 +11,12 @@ the bottom), so label skew and size skew show at a glance.
 from __future__ import annotations
 
 import argparse
-import colorsys
 
 import numpy as np
 
 __all__ = ["HELP", "add_arguments", "main", "label_counts", "draw"]
 
 HELP = "print per-client sample counts and label histograms of a config's split (no training)"
-_TEN = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,37 +48,19 @@ def _top(row: np.ndarray, k: int) -> str:
     return text + (f" (+{len(order) - k} labels)" if len(order) > k else "")
 
 
-def _colour(label: int, n_classes: int) -> tuple[int, int, int]:
-    if n_classes <= len(_TEN):
-        return _TEN[label]
-    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.65, 0.9)  # golden-ratio hues stay apart
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def draw(train: np.ndarray, path: str, height: int = 320) -> None:
-    """One stacked bar per client: height = training samples, colour = label (plotpng.Canvas)."""
-    from ..plotpng import Canvas
-    n, c = train.shape
-    bar = max(1, min(16, 1600 // max(n, 1)))
-    gap = 1 if bar >= 4 else 0
-    margin = 10
-    canvas = Canvas(2 * margin + n * (bar + gap), height + 2 * margin)
-    scale = height / max(int(train.sum(axis=1).max()), 1)
-    for k in range(n):
-        x0, y = margin + k * (bar + gap), float(height + margin)
-        for label in range(c):
-            h = train[k, label] * scale
-            if h > 0:
-                canvas.rect(x0, y - h, x0 + bar - 1, y, color=_colour(label, c))
-                y -= h
-    canvas.line(margin, height + margin, margin + n * (bar + gap), height + margin, color=(0, 0, 0))
-    canvas.save(path)
+def draw(train: np.ndarray, path: str, n_unseen: int = 0, title: str = "") -> None:
+    """One stacked bar per client: height = training samples, colour = label (matplotlib; see plotting.py)."""
+    from ..plotting import partition_figure
+    partition_figure(train, path, n_unseen=n_unseen, title=title)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data import build_dataset
     cfg = load_config(args.config, args.set)
+    if args.png:
+        from ..plotting import pyplot
+        pyplot()  # missing matplotlib: exit 2 before the data is read
     dataset = build_dataset(cfg, samples=False)
     train, test = label_counts(dataset)
     info = dataset.partition_info()
@@ -100,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
           f"total {sizes.sum()}; test total {held.sum()}; labels per client: min {labels.min()}, "
           f"median {int(np.median(labels))}, max {labels.max()}" + ("  (* unseen)" if dataset.n_unseen else ""))
     if args.png:
-        draw(train, args.png)
+        draw(train, args.png, n_unseen=dataset.n_unseen,
+             title=f"{info['kind']}: {dataset.n_clients} clients, {dataset.n_classes} labels")
         print(f"wrote {args.png}")
     return 0

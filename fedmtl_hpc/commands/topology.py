@@ -4,7 +4,8 @@ Prints, for the config's ``topology`` section over its ``data.n_clients`` client
 and edge counts, degrees (min/mean/max, and per node when n <= 64), the weights rule,
 the spectral gap (1 - second largest |eigenvalue| of W) and the gossip steps it implies
 to shrink disagreement 1000-fold; ``--ranks N`` adds what each of N ranks sends per
-exchange; ``--png`` draws the graph. No torch, no MPI: it runs on a login node.
+exchange; ``--png`` draws the graph (matplotlib, the ``plot`` extra). No torch, no MPI:
+it runs on a login node.
 Bad graphs, edge files and matrices exit 2 with the same one-line errors as ``run``.
 """
 
@@ -49,6 +50,9 @@ def _steps(gap: float) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set) if args.config else parse_config(apply_overrides({}, args.set))
+    if args.png:
+        from ..plotting import pyplot
+        pyplot()  # missing matplotlib: exit 2 with the install hint before any output
     sched = T.schedule_from_config(cfg)
     topo = sched.at(args.round)
     n, d, t = topo.n, topo.degrees, cfg.topology

@@ -38,6 +38,11 @@
 #   FEDMTL_NP             ranks for mpiexec/mpirun (default: the allocation's task count)
 #   FEDMTL_THREADS        threads per rank (default: from the allocation, else 1)
 #   FEDMTL_SWEEP_TABLE    TSV table: header = config keys, row k = array task k
+#   FEDMTL_COMPARE        a compare SPEC (fedmtl-hpc compare): array task k runs cell k with
+#                         `fedmtl-hpc compare SPEC --cell k` (into <out>/runs/<cell>/; a requeued
+#                         task resumes it); wins over FEDMTL_SWEEP_TABLE. Then collect the
+#                         tables with `fedmtl-hpc compare SPEC --collect`
+#   FEDMTL_COMPARE_OUT    the compare output directory (default: the SPEC's out, else compare/<name>)
 #   FEDMTL_REQUEUE        1 (default): requeue after a stop; 0: exit 3 and leave it
 #   FEDMTL_REQUEUE_ON_TERM 1: requeue after any SIGTERM too (sites whose preemption cancels)
 #   FEDMTL_MAX_REQUEUES   requeue at most this many times (default 20)
@@ -235,7 +240,7 @@ _fj_requeue() {
           fi
           # the FEDMTL_* settings travel with -v (a value must not contain a comma)
           local vars="FEDMTL_RUN_DIR=$_fj_run_dir,FEDMTL_REQUEUE_COUNT=$((n + 1))" v
-          for v in FEDMTL_CONFIG FEDMTL_HOME FEDMTL_VENV FEDMTL_MODULES FEDMTL_LAUNCHER FEDMTL_LAUNCHER_ARGS \
+          for v in FEDMTL_CONFIG FEDMTL_COMPARE FEDMTL_COMPARE_OUT FEDMTL_HOME FEDMTL_VENV FEDMTL_MODULES FEDMTL_LAUNCHER FEDMTL_LAUNCHER_ARGS \
                    FEDMTL_NP FEDMTL_THREADS FEDMTL_JOB_SCRIPT FEDMTL_PBS_REQUEUE FEDMTL_MAX_REQUEUES \
                    FEDMTL_WARN_SECONDS FEDMTL_SELF_WARN FEDMTL_WALLTIME; do
             [ -n "${!v:-}" ] && vars="$vars,$v=${!v}"
@@ -273,7 +278,13 @@ fedmtl_job() {
       *) _fj_die "unexpected argument '$1' (expecting --set KEY=VALUE or KEY=VALUE)" ;;
     esac
   done
-  if [ -n "${FEDMTL_SWEEP_TABLE:-}" ]; then
+  local spec="" cell=""
+  if [ -n "${FEDMTL_COMPARE:-}" ]; then
+    spec=$(_fj_resolve "$FEDMTL_COMPARE") || _fj_die "compare SPEC $FEDMTL_COMPARE not found"
+    cell=${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-${FEDMTL_SWEEP_ROW:-}}}
+    [[ $cell =~ ^[1-9][0-9]*$ ]] || _fj_die "compare: array task id '${cell}' is not a cell number (1, 2, ...)"
+    [ ${#sets[@]} -eq 0 ] || _fj_die "compare: put overrides into the SPEC (set: [...]), not FEDMTL_SET or arguments"
+  elif [ -n "${FEDMTL_SWEEP_TABLE:-}" ]; then
     local table idx=${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-${FEDMTL_SWEEP_ROW:-}}}
     table=$(_fj_resolve "$FEDMTL_SWEEP_TABLE") || _fj_die "sweep table $FEDMTL_SWEEP_TABLE not found"
     [[ $idx =~ ^[1-9][0-9]*$ ]] || _fj_die "sweep: array task id '${idx}' is not a row number (1, 2, ...)"
@@ -283,12 +294,22 @@ fedmtl_job() {
     _fj_log "sweep row $idx of $table: ${rows//$'\n'/ }"
   fi
 
-  local config name key
-  config=$(_fj_resolve "${FEDMTL_CONFIG:-}") \
-    || _fj_die "config '${FEDMTL_CONFIG:-}' not found (in $PWD or ${FEDMTL_HOME:-\$FEDMTL_HOME})"
-  name=$(_fj_run_name "$config" "${sets[@]}") || exit 2
+  local config name key listing line
   key=$(_fj_job_key)
-  _fj_run_dir=${FEDMTL_RUN_DIR:-$PWD/runs/$name-$key}
+  if [ -n "$spec" ]; then
+    # the cell's run directory and config come from the SPEC: validate it here, before any rank starts
+    listing=$(fedmtl-hpc compare "$spec" --cells ${FEDMTL_COMPARE_OUT:+--out "$FEDMTL_COMPARE_OUT"}) || exit 2
+    line=$(awk -F'\t' -v i="$cell" 'NR > 1 && $1 == i' <<<"$listing")
+    [ -n "$line" ] || _fj_die "compare SPEC $spec: no cell $cell (${listing%%;*})"
+    case $(cut -f5 <<<"$line") in "config error"*) _fj_die "compare SPEC $spec, cell $cell: $(cut -f5 <<<"$line")" ;; esac
+    _fj_run_dir=$(cut -f6 <<<"$line")
+    _fj_log "compare cell $cell of $spec: $(cut -f2-4 <<<"$line" | tr '\t' ' ')"
+  else
+    config=$(_fj_resolve "${FEDMTL_CONFIG:-}") \
+      || _fj_die "config '${FEDMTL_CONFIG:-}' not found (in $PWD or ${FEDMTL_HOME:-\$FEDMTL_HOME})"
+    name=$(_fj_run_name "$config" "${sets[@]}") || exit 2
+    _fj_run_dir=${FEDMTL_RUN_DIR:-$PWD/runs/$name-$key}
+  fi
 
   local threads np
   threads=$(_fj_threads); np=$(_fj_ntasks)
@@ -298,7 +319,11 @@ fedmtl_job() {
   local cli action
   cli=$(command -v fedmtl-hpc)
   local -a cmd
-  if [ -f "$_fj_run_dir/config.yaml" ] && compgen -G "$_fj_run_dir/checkpoints/ckpt-*.h5" >/dev/null; then
+  if [ -n "$spec" ]; then
+    action=compare  # runs, resumes or skips the cell itself
+    cmd=("$cli" compare "$spec" --cell "$cell")
+    [ -n "${FEDMTL_COMPARE_OUT:-}" ] && cmd+=(--out "$FEDMTL_COMPARE_OUT")
+  elif [ -f "$_fj_run_dir/config.yaml" ] && compgen -G "$_fj_run_dir/checkpoints/ckpt-*.h5" >/dev/null; then
     action=resume
     cmd=("$cli" resume "$_fj_run_dir")
   else

@@ -79,6 +79,23 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, cfg_file, algo):
         assert np.array_equal(ma[k], mb[k]), k
 
 
+def test_resume_across_a_learning_rate_milestone_is_byte_identical(tmp_path, cfg_file):
+    """multistep: stopped before the milestone (round 3 of 6, milestone from round 4 on), resumed after."""
+    cfg = cfg_file(train={"lr_schedule": "multistep", "lr_milestones": [0.5, 0.75], "participation": 0.5})
+    fedmtl(["run", str(cfg), "--run-dir", str(tmp_path / "full")], n=2, check=True)
+    p = fedmtl(["run", str(cfg), "--run-dir", str(tmp_path / "cut"), "--set", "run.stop_after=2"], n=2)
+    assert p.returncode == 3, p.stderr
+    fedmtl(["resume", str(tmp_path / "cut"), "--set", "run.stop_after=0"], n=2, check=True)
+    assert sha(final_ckpt(tmp_path / "full")) == sha(final_ckpt(tmp_path / "cut"))
+    with h5py.File(final_ckpt(tmp_path / "full")) as f:
+        assert f["algorithm"].attrs["lr_schedule"] == "multistep"
+        assert np.isclose(f["algorithm"].attrs["lr_last_round"], 3.0 * 0.01)  # two milestones passed
+    # and the schedule mattered: a constant-lr run ends elsewhere
+    fedmtl(["run", str(cfg), "--run-dir", str(tmp_path / "const"), "--set", "train.lr_schedule=constant"],
+           n=2, check=True)
+    assert sha(final_ckpt(tmp_path / "full")) != sha(final_ckpt(tmp_path / "const"))
+
+
 def test_one_two_four_ranks_agree(tmp_path, cfg_file):
     cfg = cfg_file(train={"participation": 0.5})
     runs = {}
