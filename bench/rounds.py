@@ -19,6 +19,10 @@ Run without mpiexec it launches itself (``mpiexec -n N python bench/rounds.py
 --worker``) for each of ``--ranks`` (default 1,2,4,8) with OMP_NUM_THREADS=1
 and prints one table; under ``mpiexec -n N`` it prints one row.
 
+``--batched on|off|auto`` sets ``train.batched`` (the batched local work of
+algorithms/batched.py, or the per-client reference loop); bench/scale.py runs both
+paths at growing client counts.
+
 Targets: 2 ranks >= 1.8x faster than 1 rank; exchange + bookkeeping < 10 % of a round.
 """
 
@@ -53,7 +57,7 @@ def _worker(args) -> dict:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     comm = MPIComm()
-    cfg = load_config(args.config, [f"algorithm.name={args.algorithm}"])
+    cfg = load_config(args.config, [f"algorithm.name={args.algorithm}", f"train.batched={args.batched}"])
     cfg.check_world(comm.size)
     t_build = time.perf_counter()
     data = SyntheticMixture(cfg.data, cfg.run.seed)
@@ -82,6 +86,7 @@ def _worker(args) -> dict:
 def _header(ranks: str, res: dict, args, load: float) -> None:
     import mpi4py
     print(f"# bench/rounds.py: seconds per round, {args.config}, algorithm {args.algorithm}, "
+          f"train.batched {args.batched}, "
           f"{args.warmup} warm-up + {args.rounds} timed rounds\n"
           f"# date {time.strftime('%Y-%m-%d %H:%M:%S %z')}  host {socket.gethostname()}  cores {os.cpu_count()}  "
           f"ranks {ranks}  load avg before {load:.2f}\n"
@@ -117,7 +122,7 @@ def _launch(args) -> None:
     rows, load = {}, os.getloadavg()[0]
     for n in [int(x) for x in args.ranks.split(",")]:
         cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker",
-               "--config", args.config, "--algorithm", args.algorithm,
+               "--config", args.config, "--algorithm", args.algorithm, "--batched", args.batched,
                "--rounds", str(args.rounds), "--warmup", str(args.warmup)]
         print(f"# running: {' '.join(cmd)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
@@ -140,6 +145,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(_ROOT, "configs", "synthetic_fedem.yaml"))
     ap.add_argument("--algorithm", default="fedem", help="overrides algorithm.name (fedem | fedavg | local)")
+    ap.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
+                    help="train.batched: on = the batched local work (algorithms/batched.py), off = the per-client loop")
     ap.add_argument("--rounds", type=int, default=10, help="timed rounds")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     ap.add_argument("--ranks", default="1,2,4,8", help="driver: rank counts to launch")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
 
 from . import checkpoint as ckpt
 from .metrics import COLUMNS

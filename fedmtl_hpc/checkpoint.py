@@ -1,10 +1,11 @@
 """HDF5 checkpoints: layout, atomic write, verification, loading.
 
-Layout (``format_version`` 2; see docs/checkpoint-format.md; version 1 files still load)::
+Layout (``format_version`` 3; see docs/checkpoint-format.md; versions 1 and 2 still load)::
 
     /                      attrs: format_version, producer, round, rounds_total, algorithm,
                                   n_clients, n_shared, n_params, world_size, config_sha256,
-                                  params_sha256, complete; mode (decentralized runs only)
+                                  params_sha256, complete, content_sha256 (written last: SHA-256 of
+                                  every other attribute and dataset); mode (decentralized runs only)
     /config                YAML text of the resolved config (the run's exact settings)
     /global/params         float32 [K, P]   shared components; attr layout (JSON). Decentralized:
                                             the network average of the clients' own components.
@@ -47,12 +48,14 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import CheckpointError
+from .atomic import fsync_path
+from .errors import CheckpointError, storage_cause, storage_error
 
 __all__ = ["FORMAT_VERSION", "Snapshot", "save", "verify", "read_config", "load", "newest_valid", "list_checkpoints"]
 
-FORMAT_VERSION = 2
-_READABLE = (1, 2)   # version 1 had /optimizer instead of /algorithm
+FORMAT_VERSION = 3
+_READABLE = (1, 2, 3)   # version 1 had /optimizer instead of /algorithm; 3 added content_sha256
+_DIGEST = "content_sha256"
 _NAME = re.compile(r"ckpt-(\d{6,})\.h5$")
 
 
@@ -90,10 +93,61 @@ def _sha(a: np.ndarray) -> str:
 
 
 def save(snap: Snapshot, directory: str, keep: int) -> str:
-    """Write ``ckpt-<round>.h5`` atomically into directory; keep the newest ``keep``."""
-    os.makedirs(directory, exist_ok=True)
+    """Write ``ckpt-<round>.h5`` atomically into directory; keep the newest ``keep``.
+
+    A storage failure (full, read-only or vanished file system, I/O error) removes the
+    temporary file and raises ``StorageError`` naming the checkpoint; the checkpoints
+    already there are untouched. Only the last level of ``directory`` is created: a run
+    directory that vanished is an error, not silently made anew.
+    """
     final = os.path.join(directory, f"ckpt-{snap.round:06d}.h5")
     tmp = os.path.join(directory, f".ckpt-{snap.round:06d}.h5.tmp{os.getpid()}")
+    try:
+        if not os.path.isdir(directory):
+            os.mkdir(directory)
+        _write(snap, tmp)
+        fsync_path(tmp)
+        os.replace(tmp, final)
+    except BaseException as exc:
+        _discard(tmp)
+        cause = storage_cause(exc)
+        if cause is not None:
+            raise storage_error("checkpoint", final, cause) from None
+        raise
+    try:
+        fsync_path(directory)
+    except OSError as exc:  # the file is complete and in place; its rename may not be durable
+        raise storage_error("checkpoint", final, exc, verb="sync the directory of") from None
+    for old in list_checkpoints(directory)[:-keep] + _stale_temporaries(directory):
+        try:
+            os.remove(old)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise storage_error("old checkpoint", old, exc, verb="remove") from None
+    return final
+
+
+def _stale_temporaries(directory: str) -> list[str]:
+    """``.ckpt-*.tmp*`` files of writers that died (SIGKILL, node loss) before they could clean up.
+
+    Only rank 0 of the one job that owns the run directory writes there, so once a checkpoint
+    has been written every other temporary file is stale. They are hidden names that
+    ``list_checkpoints`` never returns; this only reclaims their space.
+    """
+    return sorted(glob.glob(os.path.join(glob.escape(directory), ".ckpt-*.h5.tmp*")))
+
+
+def _discard(path: str) -> None:
+    """Remove a temporary file if it is there; never raises (the caller reports the first error)."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _write(snap: Snapshot, tmp: str) -> None:
+    """The HDF5 file of a snapshot at tmp (flushed; the caller fsyncs and renames)."""
     with h5py.File(tmp, "w", track_order=True) as f:
         f.attrs.update({"format_version": FORMAT_VERSION, "producer": f"fedmtl_hpc {__version__}",
                         "round": snap.round, "algorithm": snap.algorithm,
@@ -136,22 +190,11 @@ def save(snap: Snapshot, directory: str, keep: int) -> str:
         m.attrs.update({f"pending_{k}": v for k, v in snap.pending.items()})
         for k, v in snap.metrics.items():
             _ds(m, k, np.asarray(v, dtype=np.float64))
-        f.attrs["complete"] = 1  # last: a file without it was never finished
+        f.attrs["complete"] = 1  # a file without it was never finished
+        # last: a digest of everything above, so a flipped byte anywhere (an attribute, the config
+        # text: HDF5 metadata has no checksum of its own) cannot pass verify as a different file
+        f.attrs[_DIGEST] = _content_digest(f)[0]
         f.flush()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    for old in list_checkpoints(directory)[:-keep]:
-        os.remove(old)
-    return final
 
 
 def list_checkpoints(directory: str) -> list[str]:
@@ -169,13 +212,12 @@ def verify(path: str) -> dict:
                                       f"expected one of {_READABLE}")
             if f.attrs.get("complete") != 1:
                 raise CheckpointError(f"{path}: not marked complete (an interrupted write)")
-            shapes = {}
-
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset):
-                    data = obj[()]  # reads the bytes: Fletcher-32 is checked here
-                    shapes[name] = list(np.shape(data))
-            f.visititems(visit)
+            digest, shapes = _content_digest(f)  # reads every byte: Fletcher-32 is checked here
+            stored = f.attrs.get(_DIGEST)
+            if stored is None and f.attrs["format_version"] >= 3:
+                raise CheckpointError(f"{path}: no {_DIGEST} attribute (damaged)")
+            if stored is not None and stored != digest:
+                raise CheckpointError(f"{path}: content does not match {_DIGEST} (damaged)")
             if "global" in f and _sha(f["global/params"][()]) != f.attrs["params_sha256"]:
                 raise CheckpointError(f"{path}: global/params do not match params_sha256")
             info = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
@@ -190,8 +232,45 @@ def verify(path: str) -> dict:
             return info
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file can make h5py fail in many ways
+        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _canon(value) -> bytes:
+    """Bytes that identify an attribute or dataset value (type, shape and content)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        return b"O" + repr(value.shape).encode() + b"".join(_canon(v) + b"\0" for v in value.ravel())
+    if isinstance(value, (np.ndarray, np.generic)):
+        a = np.asarray(value)
+        return a.dtype.str.encode() + repr(a.shape).encode() + np.ascontiguousarray(a).tobytes()
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bytes):
+        return b"b" + value
+    return b"r" + repr(value).encode()
+
+
+def _content_digest(f: h5py.File) -> tuple[str, dict]:
+    """SHA-256 over every object's name, attributes (sorted; not the digest itself) and dataset
+    dtype, shape and bytes, in name order; plus the dataset shapes (for ``verify``'s summary)."""
+    h, shapes, names = hashlib.sha256(), {}, []
+    f.visit(names.append)
+    for name in [""] + sorted(names):
+        obj = f[name] if name else f
+        h.update(b"\0name:" + name.encode())
+        for k in sorted(obj.attrs.keys()):
+            if not name and k == _DIGEST:
+                continue
+            h.update(b"\0attr:" + k.encode() + b"=" + _canon(obj.attrs[k]))
+        if isinstance(obj, h5py.Dataset):
+            data = obj[()]
+            shapes[name] = list(np.shape(data))
+            h.update(b"\0data:" + str(obj.dtype).encode() + _canon(data))
+    return h.hexdigest(), shapes
 
 
 def read_config(path: str) -> str:
@@ -199,8 +278,8 @@ def read_config(path: str) -> str:
     try:
         with h5py.File(path, "r") as f:
             return f["config"][()].decode()
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file can make h5py fail in many ways
+        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {_one_line(exc)}") from None
 
 
 def load(path: str, rows: range | None = None) -> Snapshot:
@@ -222,8 +301,8 @@ def load(path: str, rows: range | None = None) -> Snapshot:
                 metrics={k: f["metrics"][k][()] for k in f["metrics"]},
                 pending={k[8:]: float(v) for k, v in f["metrics"].attrs.items() if k.startswith("pending_")},
                 topology=_load_topology(f))
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file can make h5py fail in many ways
+        raise CheckpointError(f"{path} is not a readable fedmtl_hpc checkpoint: {_one_line(exc)}") from None
 
 
 _CORE = ("config", "global", "clients", "rng", "partition", "topology", "metrics", "optimizer")
@@ -255,5 +334,5 @@ def newest_valid(directory: str, warn=print) -> str | None:
             verify(path)
             return path
         except CheckpointError as exc:
-            warn(f"skipping {exc}")
+            warn(f"warning: skipping {_one_line(exc)}")
     return None

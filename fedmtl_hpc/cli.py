@@ -30,6 +30,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+def _debug_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug-rank", metavar="R[:PORT]|R:HOST:PORT",
+                   help="start debugpy on rank R (127.0.0.1:5678 unless given; needs the debug extra), print "
+                        "host:port and wait for the IDE before training; the watchdog is off (docs/debugging.md)")
+
+
+def _debug_target(args):
+    """--debug-rank parsed and debugpy found, before MPI starts (else exit 2 with the install hint)."""
+    if not getattr(args, "debug_rank", None):
+        return None
+    from . import debug
+    target = debug.parse(args.debug_rank)
+    debug.require_debugpy()
+    return target
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fedmtl-hpc", description="Federated multi-task learning as an MPI job.")
     p.add_argument("--version", action="version", version=f"fedmtl_hpc {__version__}")
@@ -39,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
                    "(FedEM on the synthetic mixture, 300 clients, 200 rounds)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--run-dir", help="run directory (default runs/<name>-<job id or time>)")
+    _debug_flag(r)
     s = sub.add_parser("resume", help="continue a run from its newest valid checkpoint")
     s.add_argument("run_dir")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change run.rounds, run.stop_after, run.eval_every or checkpoint.*")
+    _debug_flag(s)
     i = sub.add_parser("inspect", help="show what a checkpoint holds")
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
@@ -97,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             # before MPI and torch: fast, no collective
             cfg = load_config(args.config, args.set) if args.config else parse_config(apply_overrides({}, args.set))
+            target = _debug_target(args)
             from . import runner  # imports torch and mpi4py: only for the commands that train
-            return runner.run(cfg, args.run_dir)
+            return runner.run(cfg, args.run_dir, debug=target)
+        target = _debug_target(args)
         from . import runner
-        return runner.resume(args.run_dir, args.set)
+        return runner.resume(args.run_dir, args.set, debug=target)
     except FedMTLError as exc:  # raised identically on every rank before any collective
         if exc.exit_code == EXIT_BAD_INPUT:
             return _bad(str(exc), rank0)

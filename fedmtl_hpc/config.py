@@ -12,7 +12,7 @@ import hashlib
 import math
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -36,6 +36,12 @@ class RunConfig:
     rounds: int = _f(200, _at_least(1), doc="communication rounds")
     eval_every: int = _f(10, _at_least(1), doc="evaluate every k rounds (and after the last round)")
     stop_after: int = _f(0, _at_least(0), doc="if > 0: checkpoint and stop (exit 3) after this round, as if signalled")
+    watchdog_s: float = _f(-1.0, _rule(lambda v: v in (-1, 0) or v >= 1, "must be -1 (auto), 0 (off) or >= 1"),
+                           doc="hang watchdog: abort the job (naming the stuck rank, with every rank's Python stack) "
+                               "when no rank makes progress for this many seconds; -1: max(120, 20 x the slowest "
+                               "round so far); 0: off (docs/debugging.md)")
+    eval_clients: int = _f(0, _at_least(0), doc="0: evaluate every client; k > 0: a seeded sample of k training (and "
+                           "k x unseen/n unseen) clients per evaluation, drawn from (seed, EVAL, round) (column eval_clients)")
 
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist", "emnist", "femnist", "shakespeare")
@@ -63,6 +69,10 @@ class DataConfig:
     test_per_client: int = _f(500, _at_least(1), doc="synthetic: test samples per client")
     min_train: int = _f(50, _at_least(1), doc="synthetic: train size = min(lognormal(4, 2) + min_train, max_train)")
     max_train: int = _f(1000, _at_least(1), doc="synthetic: cap on the train size per client")
+    lazy: str = _f("auto", _one_of("auto", "on", "off"),
+                   doc="synthetic, client-server: on: hold no client samples, regenerate a client's (bit for bit) when it "
+                       "trains or is evaluated; auto: on when train.participation < 1 and a rank's samples would exceed "
+                       "256 MiB")
     root: str = _f("", doc="real data: folder of the released files; empty: $FEDMTL_DATA/<name> "
                    "(cifar: $FEDMTL_DATA; fashion_mnist: else /usr/share/datasets/fashion-mnist)")
     seed: int = _f(-1, _at_least(-1), doc="real data: partition seed (-1: run.seed); fix it to keep one split across run seeds")
@@ -173,6 +183,9 @@ class TrainConfig:
                                    "floor(share x run.rounds + 1/2) + 1 on (changing run.rounds on resume moves them)")
     lr_factor: float = _f(0.1, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="multistep: factor per milestone")
     participation: float = _f(1.0, _rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), doc="share of clients sampled per round")
+    batched: str = _f("auto", _one_of("auto", "on", "off"),
+                      doc="auto | on | off: a rank's sampled clients train as one batched computation (linear model; "
+                          "fedem, fedavg, fedavg_plus, fedprox, local); auto: wherever supported; off: the per-client loop")
     device: str = _f("cpu", _one_of("cpu", "cuda", "auto"), doc="cpu | cuda | auto (node-local GPU when present)")
     allow_oversubscribe: bool = _f(False, doc="let more ranks than GPUs share a node's GPUs")
 
@@ -227,7 +240,13 @@ class Config:
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
+# auto | on | off keys: YAML 1.1 reads a bare on / off as true / false, so those mean "on" / "off" here
+_ON_OFF = ("train.batched", "data.lazy")
+
+
 def _coerce(path: str, typ: type, value: Any) -> Any:
+    if typ is str and isinstance(value, bool) and path in _ON_OFF:
+        value = "on" if value else "off"
     ok = (isinstance(value, bool) if typ is bool else
           isinstance(value, int) and not isinstance(value, bool) if typ is int else
           isinstance(value, (int, float)) and not isinstance(value, bool) if typ is float else
@@ -243,6 +262,11 @@ def _coerce(path: str, typ: type, value: Any) -> Any:
 _MOVED = {"n_components": "algorithm.fedem.n_components", "adapt_iters": "algorithm.fedem.adapt_iters"}
 
 
+def _shown(key: Any) -> str:
+    """A key as an error message shows it: plain when printable, else its repr (one line, visible)."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
+
+
 def _build(cls: type, raw: Any, path: str):
     if raw is None:
         raw = {}
@@ -254,7 +278,7 @@ def _build(cls: type, raw: Any, path: str):
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in known:
-            raise ConfigError(f"{path}.{key} is not a known key (known: {', '.join(known)})".lstrip("."))
+            raise ConfigError(f"{path}.{_shown(key)} is not a known key (known: {', '.join(known)})".lstrip("."))
     values = {}
     for name, f in known.items():
         key = f"{path}.{name}".lstrip(".")
@@ -279,7 +303,7 @@ def _build_algorithm(raw: Mapping, path: str) -> "AlgorithmConfig":
         if key in ("name", "mode") or key in SPECS:
             continue
         hint = f"; it moved to {_MOVED[key]}" if key in _MOVED else ""
-        raise ConfigError(f"{path}.{key} is not a known key (known: name, mode, "
+        raise ConfigError(f"{path}.{_shown(key)} is not a known key (known: name, mode, "
                           f"{', '.join(SPECS)}){hint}")
     cfg = _build(_AlgorithmHead, head, path)
     # every section present is validated (a typo is caught even in a section not in use, so a base
@@ -378,7 +402,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         try:
             node[parts[-1]] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: cannot parse value {text!r}: {exc}") from None
+            raise ConfigError(f"--set {_shown(key)}: cannot parse value {text!r}: {' '.join(str(exc).split())}") from None
+        except RecursionError:
+            raise ConfigError(f"--set {_shown(key)}: value nested too deeply") from None
     return raw
 
 
@@ -393,6 +419,8 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
     return parse_config(apply_overrides(raw or {}, overrides or []))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import watchdog
+
 __all__ = ["Loop", "RoundStats"]
 
 
@@ -55,12 +57,15 @@ class Loop:
             cb.on_train_begin(self)
         status = "done"
         while not self.done():
+            watchdog.phase(watchdog.LOCAL, self.round + 1)     # progress marks for the hang watchdog
             stats = self.step()
             for cb in self.callbacks:
+                watchdog.phase(watchdog.callback_phase(cb), stats.round)
                 cb.after_round(self, stats)
             if stats.stop:
                 status = "stopped"
                 break
+        watchdog.phase(watchdog.FINISH, self.round)
         for cb in self.callbacks:
             cb.on_train_end(self, status)
         return status

@@ -25,7 +25,10 @@ import os
 import h5py
 import numpy as np
 
-__all__ = ["COLUMNS", "TIMING", "PER_CLIENT", "MetricsTable"]
+
+from .atomic import write_atomic
+
+__all__ = ["COLUMNS", "TIMING", "PER_CLIENT", "MetricsTable", "write_atomic"]
 
 COLUMNS = ("round", "train_loss", "test_acc_mean", "test_acc_weighted", "test_acc_p10",
            "bytes_exchanged", "t_compute", "t_exchange", "t_eval", "t_checkpoint")
@@ -87,23 +90,30 @@ class MetricsTable:
             self.append(row)
 
     def write(self, run_dir: str) -> None:
-        """Rewrite metrics.csv and metrics.h5 atomically from the table."""
-        tmp = os.path.join(run_dir, ".metrics.csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(self.columns)
-            for r in self.rows:
-                w.writerow([int(r[c]) if c in ("round", "bytes_exchanged") else repr(r[c]) for c in self.columns])
-        os.replace(tmp, os.path.join(run_dir, "metrics.csv"))
-        tmp = os.path.join(run_dir, ".metrics.h5.tmp")
-        with h5py.File(tmp, "w") as f:
-            f.attrs["note"] = "one row per evaluation round; t_* in seconds, bytes_exchanged in bytes"
-            for c in self.columns:
-                f.create_dataset(c, data=self.column(c))
-            for name in sorted(self.arrays):
-                d = f.create_dataset(name, data=self.array(name))
-                d.attrs["note"] = "one row per evaluation round, one column per client (client id order)"
-        os.replace(tmp, os.path.join(run_dir, "metrics.h5"))
+        """Rewrite metrics.csv and metrics.h5 atomically from the table (each: tmp, fsync, rename).
+
+        A crash or a full disk between two writes leaves the previous complete files; a
+        storage failure raises ``StorageError`` naming the file and removes the temporary one.
+        """
+        def csv_file(tmp):
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(self.columns)
+                for r in self.rows:
+                    w.writerow([int(r[c]) if c in ("round", "bytes_exchanged") else repr(r[c])
+                                for c in self.columns])
+
+        def h5_file(tmp):
+            with h5py.File(tmp, "w") as f:
+                f.attrs["note"] = "one row per evaluation round; t_* in seconds, bytes_exchanged in bytes"
+                for c in self.columns:
+                    f.create_dataset(c, data=self.column(c))
+                for name in sorted(self.arrays):
+                    d = f.create_dataset(name, data=self.array(name))
+                    d.attrs["note"] = "one row per evaluation round, one column per client (client id order)"
+
+        write_atomic(os.path.join(run_dir, "metrics.csv"), csv_file, "metrics")
+        write_atomic(os.path.join(run_dir, "metrics.h5"), h5_file, "metrics")
 
     def last(self) -> dict:
         return dict(self.rows[-1]) if self.rows else {}

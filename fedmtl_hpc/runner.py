@@ -1,11 +1,13 @@
 """One rank's job: set up (config, run directory, data, engine), train, report.
 
-Failure rules (DESIGN.md section 8):
+Failure rules (README "Failure semantics"):
 * config errors are found before any collective, identically on every rank:
   rank 0 prints one line, every rank exits 2;
 * set-up errors (run directory, data, checkpoint) are agreed on with one
   all-reduce, so no rank is left waiting in a collective: exit 2;
-* any error while training prints ``rank N: <error>`` and aborts the whole job.
+* any error while training prints ``rank N: <error>`` and aborts the whole job;
+* a rank that stops making progress while training is reported and the job aborted by the
+  hang watchdog (``watchdog.py``, ``run.watchdog_s``); SIGUSR2 prints every thread's stack.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import traceback
 import numpy as np
 import yaml
 
-from . import __version__, hpc, signals
+from . import __version__, hpc, signals, watchdog
+from . import debug as _debug
 from . import checkpoint as ckpt
 from .callbacks import Checkpoint, Evaluate, Progress, WriteMetrics
 from .config import Config, apply_overrides, config_sha256, config_to_yaml, parse_config
-from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError
+from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, FedMTLError, storage_error
+from .metrics import write_atomic
 
 __all__ = ["run", "resume", "RESUME_OVERRIDABLE"]
 
 # keys a resume may change: they do not alter the trajectory of earlier rounds
-RESUME_OVERRIDABLE = ("run.rounds", "run.stop_after", "run.eval_every", "checkpoint.every", "checkpoint.keep",
-                      "mtl.max_iters", "mtl.tol")
+RESUME_OVERRIDABLE = ("run.rounds", "run.stop_after", "run.eval_every", "run.watchdog_s", "checkpoint.every",
+                      "checkpoint.keep", "mtl.max_iters", "mtl.tol")
 
 
 def _comm():
@@ -69,8 +73,11 @@ class _Log:
             return
         print(msg, flush=True)
         if self.path:
-            with open(self.path, "a") as fh:
-                fh.write(msg.lstrip("\r") + "\n")
+            try:
+                with open(self.path, "a") as fh:
+                    fh.write(msg.lstrip("\r") + "\n")
+            except OSError as exc:  # full / read-only / vanished: one line, exit 2 (inside _guarded)
+                raise storage_error("log", self.path, exc) from None
 
 
 def _default_run_dir(cfg: Config) -> str:
@@ -152,17 +159,20 @@ def _device(cfg: Config, local):
         raise ConfigError(str(exc).split(": ", 1)[1].replace("device:", "train.device:", 1)) from None
 
 
-def _train(engine, cfg: Config, run_dir: str, log: _Log, comm) -> int:
+def _train(engine, cfg: Config, run_dir: str, log: _Log, comm, debug=None) -> int:
     ckdir = os.path.join(run_dir, "checkpoints")
     ck = Checkpoint(ckdir, cfg.checkpoint.every, cfg.checkpoint.keep)
     engine.callbacks = [Evaluate(cfg.run.eval_every), ck]
     if comm.rank == 0:
         engine.callbacks[1:1] = [WriteMetrics(run_dir), Progress(log)]
     signals.install()
+    # hang watchdog (collective to start and to close; off in a debug session): docs/debugging.md
+    dog = watchdog.start(comm, cfg.run.watchdog_s, debug=debug is not None, log_path=log.path, say=log)
     t0 = time.perf_counter()
     status = engine.run()
     wall = time.perf_counter() - t0
     extra = engine.summary_fields()  # every rank: may be collective (oracle accuracy, exact objective)
+    dog.close()
     if comm.rank == 0:
         last = {k: (int(v) if k in ("round", "bytes_exchanged") else v) for k, v in engine.metrics.last().items()}
         summary = {"status": status, "rounds": cfg.run.rounds,
@@ -171,9 +181,10 @@ def _train(engine, cfg: Config, run_dir: str, log: _Log, comm) -> int:
                    **extra, "wall_seconds": wall, "run_dir": os.path.abspath(run_dir),
                    "checkpoint": ck.last_path and os.path.abspath(ck.last_path),
                    "config_sha256": config_sha256(config_to_yaml(cfg))}
-        with open(os.path.join(run_dir, ".summary.json.tmp"), "w") as fh:
-            json.dump(summary, fh, indent=2)
-        os.replace(os.path.join(run_dir, ".summary.json.tmp"), os.path.join(run_dir, "summary.json"))
+        def fill(tmp):
+            with open(tmp, "w") as fh:
+                json.dump(summary, fh, indent=2)
+        write_atomic(os.path.join(run_dir, "summary.json"), fill, "summary")
         if status == "stopped":
             log(f"stopped by signal after round {engine.round}; checkpoint {ck.last_path}; "
                 f"continue with: fedmtl-hpc resume {run_dir}")
@@ -190,10 +201,15 @@ def _guarded(comm, fn) -> int:
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
+        if not isinstance(exc, FedMTLError) and isinstance(exc, OSError) and exc.filename:
+            exc = storage_error("file", exc.filename, exc)  # a write not mapped where it happened
         msg = str(exc) if isinstance(exc, FedMTLError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, FedMTLError):
             traceback.print_exc(file=sys.stderr)
         print(f"rank {comm.rank}: {msg}", file=sys.stderr, flush=True)
+        # MPICH hydra forwards a rank's stderr through its proxy; MPI_Abort can tear the proxy down
+        # before it read the line (seen under load: exit 2, empty stderr). Give it a moment.
+        time.sleep(0.3)
         comm.abort(getattr(exc, "exit_code", 1))
         raise SystemExit(1)
 
@@ -212,11 +228,20 @@ def _startup(cfg: Config, comm, engine, log: _Log, threads: int) -> None:
         log(engine.describe())
 
 
-def run(cfg: Config, run_dir: str | None) -> int:
-    """``fedmtl-hpc run``: a new run from a validated config."""
+def _debug_session(comm, debug) -> None:
+    """--debug-rank: rank R waits for the IDE inside the first set-up agreement (the others wait in it)."""
+    if debug is not None:
+        _debug.check_rank(debug, comm.size)
+        _agree(comm, lambda: _debug.listen(debug, comm.rank))
+
+
+def run(cfg: Config, run_dir: str | None, debug=None) -> int:
+    """``fedmtl-hpc run``: a new run from a validated config (``debug``: a debug.DebugTarget or None)."""
     signals.install()  # from the start: a stop request during set-up must not kill the rank
+    signals.install_stack_dump()  # SIGUSR2: Python stacks to stderr, the run goes on
     comm = _comm()
     _check(cfg, comm.size)                              # no collective before this succeeds
+    _debug_session(comm, debug)
     threads = _threads(cfg)
     log = _Log(comm.rank)
 
@@ -243,14 +268,18 @@ def run(cfg: Config, run_dir: str | None) -> int:
     engine = _agree(comm, lambda: _build(cfg, comm))  # data and device first: a failure leaves no directory
     path = _agree(comm, make_dir)
     log.path = os.path.join(path, "run.log")
-    _startup(cfg, comm, engine, log, threads)
-    log(f"run directory: {os.path.abspath(path)}")
-    return _guarded(comm, lambda: _train(engine, cfg, path, log, comm))
+
+    def train():  # the start-up lines go to run.log: a storage error there must abort the job too
+        _startup(cfg, comm, engine, log, threads)
+        log(f"run directory: {os.path.abspath(path)}")
+        return _train(engine, cfg, path, log, comm, debug)
+    return _guarded(comm, train)
 
 
-def resume(run_dir: str, overrides: list[str]) -> int:
+def resume(run_dir: str, overrides: list[str], debug=None) -> int:
     """``fedmtl-hpc resume``: continue from the newest valid checkpoint in run_dir."""
     signals.install()  # from the start: a stop request during set-up must not kill the rank
+    signals.install_stack_dump()
     comm = _comm()
     for item in overrides:
         if item.partition("=")[0] not in RESUME_OVERRIDABLE:
@@ -258,6 +287,7 @@ def resume(run_dir: str, overrides: list[str]) -> int:
                               f"(allowed: {', '.join(RESUME_OVERRIDABLE)})")
     if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    _debug_session(comm, debug)
     log = _Log(comm.rank)
 
     def pick():
@@ -290,9 +320,17 @@ def resume(run_dir: str, overrides: list[str]) -> int:
     cfg, engine = _agree(comm, load)
     threads = engine_threads[0]
     log.path = os.path.join(run_dir, "run.log")
-    if comm.rank == 0:
-        with open(os.path.join(run_dir, "config.yaml"), "w") as fh:
-            fh.write(config_to_yaml(cfg))
-    _startup(cfg, comm, engine, log, threads)
-    log(f"resumed from {path} at round {engine.round}")
-    return _guarded(comm, lambda: _train(engine, cfg, run_dir, log, comm))
+
+    def train():  # rank 0 writes config.yaml and run.log: a storage error there aborts every rank
+        if comm.rank == 0:
+            write_atomic(os.path.join(run_dir, "config.yaml"), lambda tmp: _write_text(tmp, config_to_yaml(cfg)),
+                         "config")
+        _startup(cfg, comm, engine, log, threads)
+        log(f"resumed from {path} at round {engine.round}")
+        return _train(engine, cfg, run_dir, log, comm, debug)
+    return _guarded(comm, train)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)

@@ -55,16 +55,20 @@ def cfg_file(tmp_path):
 
 
 def rank_pids(marker: str) -> list[int]:
-    """PIDs of the fedmtl-hpc rank processes whose command line contains marker (e.g. the run dir)."""
+    """PIDs of live fedmtl-hpc rank processes (``-m fedmtl_hpc.cli`` or the console script, running
+    ``run``/``resume``) whose command line contains marker (e.g. the run dir)."""
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if cmd and b"python" in cmd[0] and b"fedmtl_hpc.cli" in cmd and any(marker.encode() in c for c in cmd):
+        if (cmd and b"python" in cmd[0] and state != "Z"
+                and any(c.endswith((b"fedmtl-hpc", b"fedmtl_hpc.cli")) for c in cmd)
+                and any(marker.encode() in c for c in cmd) and any(c in (b"run", b"resume") for c in cmd)):
             pids.append(int(d))
     return sorted(pids)
 

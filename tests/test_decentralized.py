@@ -55,7 +55,7 @@ def test_one_round_is_own_local_updates_then_w_mixing(algo):
 
 
 def test_updating_one_client_leaves_the_other_copies_untouched():
-    """DESIGN.md section 9, for the per-client components: rows never share memory."""
+    """Python references bite: per-client components are rows that never share memory."""
     eng = make_engine()
     eng.step()
     before = eng.exchange.params.clone()

@@ -16,5 +16,11 @@ class FedAvg(Algorithm):
         loss = self.sgd(theta, data, gen)
         return LocalResult(theta, loss)
 
+    def local_update_batch(self, block, sel, starts, states, gens):
+        """``local_update`` of the clients ``sel`` of ``block`` as one computation (algorithms/batched.py)."""
+        from .batched import BatchResult, batched_sgd, expand_starts
+        theta = expand_starts(starts, len(sel))
+        return BatchResult(theta, batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr))
+
     def predict_proba(self, x, shared, state):
         return self.model.proba(shared, x)[0]

@@ -61,6 +61,29 @@ class FedEM(Algorithm):
         self.sgd(theta, data, gen, weights=q)
         return LocalResult(theta, nll)
 
+    def local_update_batch(self, block, sel, starts, states, gens):
+        """``local_update`` for the clients ``sel`` of ``block`` at once: one loss pass over their
+        samples (``[N, M]``), the E-step per sample, per-client means by segment, then batched SGD."""
+        from .batched import BatchResult, batched_sgd, block_losses, expand_starts, rows_of, segment_mean
+        n = block.n[sel]
+        if starts.dim() == 2:
+            losses, rows = block_losses(self.model, starts, block, sel)
+        else:                                   # own stacks (gossip): one loss pass per client
+            losses = torch.cat([self.model.losses(starts[j], [(block.x[o:o + m], block.y[o:o + m])]).T
+                                for j, (o, m) in enumerate(zip(block.off[sel], n))]) if len(sel) else \
+                torch.zeros(0, self.n_shared)
+            rows = rows_of(block, sel)
+        log_pi = torch.log(states["pi"])                                            # [C, M]
+        a = log_pi.repeat_interleave(torch.from_numpy(n), dim=0) - losses            # [N_sel, M]
+        nll = -segment_mean(torch.logsumexp(a, dim=1)[:, None], n)[:, 0]
+        q = torch.softmax(a, dim=1)
+        states["pi"].copy_(segment_mean(q, n))
+        weights = q if rows is None else torch.zeros(block.x.shape[0], q.shape[1]).index_copy_(
+            0, torch.from_numpy(rows), q)
+        theta = expand_starts(starts, len(sel))
+        batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr, weights=weights)
+        return BatchResult(theta, nll.double().numpy())
+
     def predict_proba(self, x, shared, state):
         return torch.einsum("m,mbc->bc", state["pi"], self.model.proba(shared, x))
 

@@ -32,3 +32,11 @@ class FedProx(FedAvg):
             anchor = start.clone()          # theta^r, never modified during the local work
             loss = self.sgd(theta, data, gen, extra_grad=lambda th: (th - anchor).mul_(mu))
         return LocalResult(theta, loss)
+
+    def local_update_batch(self, block, sel, starts, states, gens):
+        from .batched import BatchResult, batched_sgd, expand_starts
+        mu = float(self.params.mu)
+        theta = expand_starts(starts, len(sel))
+        loss = batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr, mu=mu,
+                           anchor=starts if mu != 0.0 else None)
+        return BatchResult(theta, loss)

@@ -25,5 +25,12 @@ class Local(Algorithm):
         state["params"].copy_(theta)
         return LocalResult(None, loss)
 
+    def local_update_batch(self, block, sel, starts, states, gens):
+        from .batched import BatchResult, batched_sgd
+        theta = states["params"].clone()
+        loss = batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr)
+        states["params"].copy_(theta)
+        return BatchResult(None, loss)
+
     def predict_proba(self, x, shared, state):
         return self.model.proba(state["params"], x)[0]

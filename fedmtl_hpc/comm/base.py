@@ -11,7 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Communicator", "Exchange", "Neighborhood", "SelfComm", "SelfNeighborhood", "as_numpy"]
+__all__ = ["Communicator", "Exchange", "Neighborhood", "SelfComm", "SelfNeighborhood", "SelfWatchChannel",
+           "as_numpy"]
 
 
 def as_numpy(buf) -> np.ndarray:
@@ -91,6 +92,32 @@ class Communicator(Protocol):
 
     def neighborhood(self, sources, destinations) -> Neighborhood:
         """A graph communicator for these neighbour ranks (collective over all ranks)."""
+
+    def threads_ok(self) -> bool:
+        """True when a second thread may make MPI calls (MPI_THREAD_MULTIPLE): the watchdog needs it."""
+
+    def watch_channel(self, observers: tuple[int, ...], width: int):
+        """Collective: the hang watchdog's heartbeat channel: ``post(record)`` (to the observers),
+        ``poll() -> [(source, record)]`` (observers), ``close()`` (collective), ``abort(code)``.
+        ``post``/``poll`` never wait on another rank (watchdog.py)."""
+
+
+class SelfWatchChannel:
+    """The heartbeat channel of the only rank: nobody to tell; ``abort`` ends the process."""
+
+    def post(self, record) -> None:
+        pass
+
+    def poll(self) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def abort(code: int) -> None:
+        import os
+        os._exit(code)  # called from the watchdog thread: SystemExit there would end only the thread
 
 
 class SelfNeighborhood:
@@ -184,6 +211,12 @@ class SelfComm:
 
     def abort(self, code):
         raise SystemExit(code)
+
+    def threads_ok(self):
+        return True
+
+    def watch_channel(self, observers, width):
+        return SelfWatchChannel()
 
     def neighborhood(self, sources, destinations):
         if list(sources) or list(destinations):

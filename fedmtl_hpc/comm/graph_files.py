@@ -35,6 +35,8 @@ def read_edge_file(path: str | os.PathLike, n: int) -> np.ndarray:
             lines = fh.read().splitlines()
     except OSError as exc:
         raise ConfigError(f"topology.file {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"topology.file {str(path)!r}: not UTF-8 text (byte {exc.start})") from None
     pairs = []
     for lineno, raw in enumerate(lines, start=1):
         text = raw.split("#", 1)[0].strip()
@@ -53,6 +55,21 @@ def read_edge_file(path: str | os.PathLike, n: int) -> np.ndarray:
     return canon_edges(n, pairs)
 
 
+def _number(tok: str) -> float:
+    """A finite number written like 0.25, 1e-3 or 1/4 (ValueError otherwise; no huge-exponent parsing)."""
+    from fractions import Fraction
+    if "/" in tok:
+        num, _, den = tok.partition("/")
+        if len(tok) > 64 or "e" in tok.lower():
+            raise ValueError(tok)
+        value = float(Fraction(int(num), int(den)))
+    else:
+        value = float(tok)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(tok)
+    return value
+
+
 def read_matrix_file(path: str | os.PathLike, n: int, edges: np.ndarray | None = None,
                      tol: float = 1e-12) -> np.ndarray:
     """Parse a user mixing matrix: n lines of n numbers; every rule names the file and line.
@@ -60,12 +77,13 @@ def read_matrix_file(path: str | os.PathLike, n: int, edges: np.ndarray | None =
     Per row: n numbers, non-negative, summing to 1, positive self-weight, zero off ``edges``
     (when given); then symmetry (which, with the row sums, makes W doubly stochastic).
     """
-    from fractions import Fraction
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
     except OSError as exc:
         raise ConfigError(f"topology.weights {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"topology.weights {str(path)!r}: not UTF-8 text (byte {exc.start})") from None
     rows, where = [], []
     for lineno, raw in enumerate(lines, start=1):
         text = raw.split("#", 1)[0].strip()
@@ -75,8 +93,8 @@ def read_matrix_file(path: str | os.PathLike, n: int, edges: np.ndarray | None =
         if len(rows) == n:
             raise ConfigError(f"{at}: more than n = {n} rows")
         try:
-            row = [float(Fraction(tok)) for tok in text.replace(",", " ").split()]
-        except (ValueError, ZeroDivisionError):
+            row = [_number(tok) for tok in text.replace(",", " ").split()]
+        except (ValueError, ZeroDivisionError, OverflowError):
             raise ConfigError(f"{at}: expecting {n} numbers like 0.25 or 1/4, got {text!r}") from None
         if len(row) != n:
             raise ConfigError(f"{at}: expecting {n} numbers (one row of the {n} x {n} matrix), got {len(row)}")

@@ -18,9 +18,10 @@ import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
+from .. import watchdog as _wd
 from .base import as_numpy
 
-__all__ = ["MPIComm", "MPINeighborhood", "MPIExchange", "library_version", "local_rank_and_size"]
+__all__ = ["MPIComm", "MPINeighborhood", "MPIExchange", "MPIWatchChannel", "library_version", "local_rank_and_size"]
 
 _CHUNK = 2**31 - 1
 
@@ -52,11 +53,13 @@ class MPIExchange:
             self.request = None
 
     def run(self) -> None:
+        _wd.enter(_wd.NEIGHBOR)
         if self.request is None:
             self.graph.Neighbor_alltoallv(self.send, self.recv)
         else:
             self.request.Start()
             self.request.Wait()
+        _wd.leave()
 
     def free(self) -> None:
         if self.request is not None:
@@ -89,7 +92,10 @@ class MPINeighborhood:
         return ([as_numpy(send), (send_counts, send_displs), t], [as_numpy(recv), (recv_counts, recv_displs), t])
 
     def alltoallv_(self, send, send_counts, send_displs, recv, recv_counts, recv_displs) -> None:
-        self.graph.Neighbor_alltoallv(*self._specs(send, send_counts, send_displs, recv, recv_counts, recv_displs))
+        specs = self._specs(send, send_counts, send_displs, recv, recv_counts, recv_displs)
+        _wd.enter(_wd.NEIGHBOR)
+        self.graph.Neighbor_alltoallv(*specs)
+        _wd.leave()
 
     def plan_alltoallv(self, send, send_counts, send_displs, recv, recv_counts, recv_displs) -> MPIExchange:
         """Collective: the same exchange as ``alltoallv_``, set up once for repeated ``run()``."""
@@ -119,8 +125,10 @@ class MPIComm:
 
     def allreduce_(self, buf) -> None:
         a = as_numpy(buf).reshape(-1)
+        _wd.enter(_wd.ALLREDUCE)
         for i in range(0, max(a.size, 1), _CHUNK):
             self.comm.Allreduce(MPI.IN_PLACE, a[i:i + _CHUNK], op=MPI.SUM)
+        _wd.leave()
 
     def gather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray | None:
         rows = np.ascontiguousarray(rows)
@@ -130,7 +138,9 @@ class MPIComm:
             raise ValueError("gather_rows: more than 2**31 elements; write per-rank files instead")
         out = np.empty((sum(counts), *rows.shape[1:]), dtype=rows.dtype) if self.rank == 0 else None
         recv = [out, (sizes, None)] if self.rank == 0 else None
+        _wd.enter(_wd.GATHER)
         self.comm.Gatherv(rows.reshape(-1), recv, root=0)
+        _wd.leave()
         return out
 
     def allgather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray:
@@ -141,7 +151,9 @@ class MPIComm:
         if sum(sizes) >= _CHUNK:
             raise ValueError("allgather_rows: more than 2**31 elements")
         out = np.empty((sum(counts), *rows.shape[1:]), dtype=rows.dtype)
+        _wd.enter(_wd.ALLGATHER)
         self.comm.Allgatherv(rows.reshape(-1), [out.reshape(-1), (sizes, None)])
+        _wd.leave()
         return out
 
     def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> MPI.Request:
@@ -155,26 +167,114 @@ class MPIComm:
     @staticmethod
     def waitany(requests: list) -> int:
         """Index of a completed request (blocks until one completes)."""
-        return MPI.Request.Waitany(requests)
+        _wd.enter(_wd.WAIT)
+        i = MPI.Request.Waitany(requests)
+        _wd.leave()
+        return i
 
     @staticmethod
     def waitall(requests: list) -> None:
+        _wd.enter(_wd.WAIT)
         MPI.Request.Waitall(requests)
+        _wd.leave()
 
     def bcast_str(self, text: str) -> str:
         data = np.frombuffer(text.encode(), dtype=np.uint8) if self.rank == 0 else None
         n = np.array([0 if data is None else data.size], dtype=np.int64)
+        _wd.enter(_wd.BCAST)
         self.comm.Bcast(n, root=0)
         buf = data.copy() if self.rank == 0 else np.empty(int(n[0]), dtype=np.uint8)
         self.comm.Bcast(buf, root=0)
+        _wd.leave()
         return buf.tobytes().decode()
 
     def barrier(self) -> None:
+        _wd.enter(_wd.BARRIER)
         self.comm.Barrier()
+        _wd.leave()
 
     def abort(self, code: int) -> None:
         self.comm.Abort(code)
 
+    @staticmethod
+    def threads_ok() -> bool:
+        """MPI runs with MPI_THREAD_MULTIPLE (the watchdog thread may call MPI beside the main thread)."""
+        return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+
+    def watch_channel(self, observers: tuple[int, ...], width: int) -> "MPIWatchChannel":
+        """Collective: the watchdog's heartbeat channel (a private duplicate of this communicator)."""
+        return MPIWatchChannel(self.comm, observers, width)
+
     def neighborhood(self, sources, destinations) -> MPINeighborhood:
         """Collective over all ranks: every rank calls it at the same point (set-up, graph change)."""
         return MPINeighborhood(self.comm, sources, destinations)
+
+
+class MPIWatchChannel:
+    """Heartbeats of the hang watchdog (``watchdog.py``): float64 records of ``width`` numbers from
+    every rank to the ``observers``, as non-blocking point-to-point messages on a duplicate
+    communicator. ``post`` and ``poll`` only ever ``Test`` requests: a peer that is stopped or dead
+    can leave a send pending (the next beats to it are skipped) but never blocks the caller.
+    ``close`` (collective, after the thread stopped) matches every message sent and frees it all.
+    """
+
+    TAG = 77
+
+    def __init__(self, comm: MPI.Comm, observers: tuple[int, ...], width: int):
+        self.comm = comm.Dup()
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.observers = tuple(observers)
+        self.targets = [o for o in self.observers if o != self.rank]
+        self.sendbuf = {t: np.zeros(width) for t in self.targets}
+        self.sendreq: dict[int, MPI.Request | None] = {t: None for t in self.targets}
+        self.sent = {t: 0 for t in self.targets}
+        self.observer = self.rank in self.observers
+        self.sources = [s for s in range(self.size) if s != self.rank] if self.observer else []
+        self.recvbuf = np.zeros((self.size, width))
+        self.received = np.zeros(self.size, dtype=np.int64)
+        self.recvreq = {s: self._irecv(s) for s in self.sources}
+
+    def _irecv(self, s: int) -> MPI.Request:
+        return self.comm.Irecv(self.recvbuf[s], source=s, tag=self.TAG)
+
+    def post(self, record: np.ndarray) -> None:
+        for t in self.targets:
+            req = self.sendreq[t]
+            if req is not None and not req.Test():
+                continue  # the previous beat to t is still pending (t is not draining): skip
+            self.sendbuf[t][:] = record
+            self.sendreq[t] = self.comm.Isend(self.sendbuf[t], dest=t, tag=self.TAG)
+            self.sent[t] += 1
+
+    def poll(self) -> list[tuple[int, np.ndarray]]:
+        out = []
+        for s in self.sources:
+            if self.recvreq[s].Test():
+                out.append((s, self.recvbuf[s].copy()))
+                self.received[s] += 1
+                self.recvreq[s] = self._irecv(s)
+        return out
+
+    def close(self) -> None:
+        counts = np.zeros((self.size, max(len(self.observers), 1)), dtype=np.int64)
+        for i, o in enumerate(self.observers):
+            counts[self.rank, i] = self.sent.get(o, 0)
+        self.comm.Allreduce(MPI.IN_PLACE, counts, op=MPI.SUM)
+        if self.observer:
+            col = self.observers.index(self.rank)
+            for s in self.sources:
+                req = self.recvreq[s]
+                while self.received[s] < counts[s, col]:
+                    req.Wait()
+                    self.received[s] += 1
+                    req = self._irecv(s)
+                req.Cancel()
+                req.Wait()
+        for req in self.sendreq.values():
+            if req is not None:
+                req.Wait()
+        self.comm.Free()
+
+    @staticmethod
+    def abort(code: int) -> None:
+        MPI.COMM_WORLD.Abort(code)

@@ -1,4 +1,4 @@
-"""Graphs, mixing matrices and spectral gaps for decentralized mode (DESIGN.md section 4).
+"""Graphs, mixing matrices and spectral gaps for decentralized mode (README "Decentralized mode").
 
 Pure numpy, no MPI: this is the single-process reference that ``comm/mpi.py``'s
 neighbour exchange is tested against. A graph is ``(n, edges)`` with ``edges``

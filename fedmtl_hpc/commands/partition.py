@@ -57,7 +57,12 @@ def draw(train: np.ndarray, path: str, n_unseen: int = 0, title: str = "") -> No
 def main(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data import build_dataset
+    from ..errors import ConfigError
     cfg = load_config(args.config, args.set)
+    if cfg.program != "federated":
+        raise ConfigError(f"partition shows how a federated data set is split among clients; "
+                          f"data.name {cfg.data.name} holds the tasks of a linear MTL solver (one task per "
+                          f"group in its file or generator), got algorithm.name {cfg.algorithm.name}")
     if args.png:
         from ..plotting import pyplot
         pyplot()  # missing matplotlib: exit 2 before the data is read

@@ -88,13 +88,21 @@ def restricted_load(path: str | Path) -> Any:
     try:
         with open(path, "rb") as handle:
             return _RestrictedUnpickler(handle, path).load()
-    except (DataError, MemoryError):
+    except DataError:
         raise
+    except MemoryError:
+        # pickle allocates what a length field claims before reading: a small file that asks for
+        # more memory than there is has a corrupt length (a real CIFAR file is < 200 MB)
+        size = path.stat().st_size
+        if size >= 1 << 30:
+            raise
+        raise DataError(f"{path}: not a readable CIFAR pickle (a length field asks for more memory "
+                        f"than there is; the file has {size} bytes)") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as exc:  # truncated or garbage pickle: many error types
         raise DataError(f"{path}: not a readable CIFAR pickle "
-                        f"({type(exc).__name__}: {exc})") from None
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
 
 
 def verify_md5(path: str | Path, expected: str) -> None:

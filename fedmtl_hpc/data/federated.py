@@ -72,12 +72,18 @@ class HeldClients:
 
     def __init__(self, cfg: DataConfig, input_shape: tuple[int, ...], n_classes: int, info: dict,
                  clients: dict[int, ClientData], hist: dict[int, tuple[np.ndarray, np.ndarray]],
-                 splits: list | None = None, users: list[str] | None = None):
+                 splits: list | None = None, users: list[str] | None = None, sizes=None):
         self.name = cfg.name
         self.n_clients, self.n_unseen = cfg.n_clients, cfg.unseen_clients
         self.input_shape, self.n_classes = tuple(input_shape), int(n_classes)
         self.info, self.clients, self.hist = dict(info), clients, hist
         self.splits, self.users = splits, users
+        self._sizes = None if sizes is None else np.asarray(sizes, dtype=np.int64)
+
+    def train_sizes(self):
+        """Training samples of every client (training then unseen), known from the partition; the
+        engine deals clients to ranks by them (``splits.client_ids`` used the same)."""
+        return self._sizes
 
     def client(self, cid: int) -> ClientData:
         if cid not in self.clients:

@@ -9,6 +9,7 @@ fails with the byte counts instead of returning a short array.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -88,7 +89,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: expected a {header}-byte header for "
                         f"{ndim} dims, got {len(raw)} bytes")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no int64 wrap-around on huge dims
     got = len(raw) - header
     if got != expected:
         what = "truncated" if got < expected else "trailing bytes"
@@ -97,7 +98,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     if not complete:
         raise DataError(f"{path}: truncated gzip stream (the data is complete "
                         f"but the gzip trailer is missing)")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    try:
+        data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    except ValueError:  # e.g. an empty array whose other dims are too big for numpy
+        raise DataError(f"{path}: dims {dims} cannot be held as an array") from None
     return data.astype(dtype.newbyteorder("="))  # native order, owned copy
 
 

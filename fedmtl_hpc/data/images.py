@@ -110,7 +110,8 @@ def build_images(cfg: DataConfig, seed: int, rank: int = 0, size: int = 1, sampl
     info = {"kind": f"{cfg.name}/{partition_kind(cfg)}", "seed": seed, "sha256": digest(splits, labels)}
     m, s = NORMALISATION[cfg.name]
     mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (m, s))
-    held = client_ids(cfg.n_clients, cfg.unseen_clients, rank, size)
+    sizes = np.array([len(sp.train) for sp in splits], dtype=np.int64)   # deal by training samples
+    held = client_ids(cfg.n_clients, cfg.unseen_clients, rank, size, sizes)
     tests = {cid: splits[cid].val if cfg.eval_split == "val" else splits[cid].test for cid in held}
     hist = {cid: (np.bincount(labels[splits[cid].train], minlength=n_classes),
                   np.bincount(labels[tests[cid]], minlength=n_classes)) for cid in held}
@@ -124,4 +125,4 @@ def build_images(cfg: DataConfig, seed: int, rank: int = 0, size: int = 1, sampl
             xy = [x_train, torch.from_numpy(labels[splits[cid].train]), x_test, torch.from_numpy(labels[tests[cid]])]
             clients[cid] = (AugmentedClientData(cid, *xy, black=-mean / std) if cfg.augment
                             else ClientData(cid, *xy))
-    return HeldClients(cfg, shape, n_classes, info, clients, hist, splits=splits)
+    return HeldClients(cfg, shape, n_classes, info, clients, hist, splits=splits, sizes=sizes)

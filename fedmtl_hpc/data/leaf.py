@@ -82,6 +82,8 @@ def file_users(path: Path, seen: dict[str, Path] | None = None
             blob = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid LEAF JSON (nested too deeply)") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:  # permissions, a directory named *.json, I/O errors
@@ -98,6 +100,9 @@ def file_users(path: Path, seen: dict[str, Path] | None = None
     if len(users) != len(counts):
         raise DataError(f"{path}: expected one num_samples per user "
                         f"({len(users)}), got {len(counts)}")
+    bad = [u for u in users if not isinstance(u, str)]
+    if bad:
+        raise DataError(f"{path}: expected users as strings, got {json.dumps(bad[0])[:40]}")
     for user, count in zip(users, counts):
         if user in seen:
             raise DataError(f"{path}: user '{user}' already read from "
@@ -189,14 +194,19 @@ def read_counts(path: Path, head: int = 1 << 20) -> tuple[list[str], list[int]]:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    found = _head_lists(text)
-    if found is None and more:  # lists longer than the head: read it all
-        found = _head_lists(path.read_text(encoding="utf-8"))
+    try:
+        found = _head_lists(text)
+        if found is None and more:  # lists longer than the head: read it all
+            found = _head_lists(path.read_text(encoding="utf-8"))
+    except (RecursionError, UnicodeDecodeError):  # the full parse below names the problem
+        found = None
     if found is None:
         try:
             blob = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise DataError(f"{path}: not valid LEAF JSON (nested too deeply)") from None
         if not isinstance(blob, dict) or not {"users", "num_samples", "user_data"} <= blob.keys():
             raise DataError(f"{path}: expected keys users, num_samples, user_data")
         found = blob["users"], blob["num_samples"]

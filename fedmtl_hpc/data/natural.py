@@ -157,7 +157,10 @@ def build_natural(cfg: DataConfig, seed: int, rank: int = 0, size: int = 1, samp
     sizes = np.array([p.stat().st_size for p in paths], np.int64)
     info = {"kind": f"{cfg.name}/natural", "seed": seed,
             "sha256": digest(splits, names, np.array([counts[u] for u in users]), cuts, sizes)}
-    held = {users[c]: c for c in client_ids(cfg.n_clients, cfg.unseen_clients, rank, size)}
+    # deal by training samples (Shakespeare: the training cut of each role's text)
+    train_n = (np.array([len(sp.train) for sp in splits], np.int64) if cfg.name == "femnist"
+               else cuts.reshape(len(users), -1)[:, 0].astype(np.int64))
+    held = {users[c]: c for c in client_ids(cfg.n_clients, cfg.unseen_clients, rank, size, train_n)}
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {u: [] for u in held}
     convert = femnist_user if cfg.name == "femnist" else shakespeare_user
     for split_dir in ("train", "test"):
@@ -184,4 +187,5 @@ def build_natural(cfg: DataConfig, seed: int, rank: int = 0, size: int = 1, samp
         if samples:
             clients[cid] = data
     shape = (1, 28, 28) if cfg.name == "femnist" else (SEQ_LEN,)
-    return HeldClients(cfg, shape, n_classes, info, clients, hist, splits=splits or None, users=users)
+    return HeldClients(cfg, shape, n_classes, info, clients, hist, splits=splits or None, users=users,
+                       sizes=train_n)

@@ -3,7 +3,7 @@
 Every partitioner takes a seed or a ``numpy.random.Generator`` (a Generator
 is used as is, so callers can chain draws from one stream) and returns one
 sorted int64 index array per client; the same seed gives the same lists.
-``partition_digest`` hashes the lists for the checkpoint (DESIGN.md 6).
+``partition_digest`` hashes the lists for the checkpoint (docs/checkpoint-format.md, /partition).
 Draws that can leave a client too small retry a bounded number of times and
 then raise DataError: an impossible split never loops forever.
 """

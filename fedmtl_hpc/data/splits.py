@@ -20,7 +20,7 @@ import numpy as np
 from .. import rng
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .base import contiguous_block
+from .base import balanced_block, contiguous_block
 from .partition import (ClientSplit, dirichlet, fraction_subsample, iid, label_group_dirichlet, pachinko,
                         partition_digest, pathological, train_test_split)
 
@@ -54,10 +54,17 @@ def share(n: int, fraction: float) -> int:
     return 0 if fraction == 0 else max(1, int(np.floor(n * fraction + 0.5)))
 
 
-def client_ids(n_clients: int, n_unseen: int, rank: int, size: int) -> list[int]:
-    """Ids this rank holds: its contiguous block of training clients, then of unseen ones (engine.py)."""
-    block = contiguous_block(n_clients, size, rank)
-    unseen = contiguous_block(n_unseen, size, rank)
+def client_ids(n_clients: int, n_unseen: int, rank: int, size: int, sizes=None) -> list[int]:
+    """Ids this rank holds: its contiguous block of training clients, then of unseen ones, dealt as
+    the engine deals them (``engine.deal``): balanced by ``sizes`` (train samples of every client,
+    training then unseen) when given, else equal counts."""
+    if sizes is None:
+        block = contiguous_block(n_clients, size, rank)
+        unseen = contiguous_block(n_unseen, size, rank)
+    else:
+        sizes = np.asarray(sizes, dtype=np.int64)
+        block = balanced_block(sizes[:n_clients], size, rank)
+        unseen = balanced_block(sizes[n_clients:n_clients + n_unseen], size, rank)
     return [*block, *(n_clients + u for u in unseen)]
 
 

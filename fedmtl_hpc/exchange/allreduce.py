@@ -68,6 +68,11 @@ class AllreduceExchange:
         self._idle[0].append(cid)
         self._idle[1].append(scale)
 
+    def idle_many(self, idx, cids, scales):
+        """``idle`` for many clients at once (numpy arrays, in id order): the same lists."""
+        self._idle[0].extend(cids.tolist())
+        self._idle[1].extend(scales.tolist())
+
     def finish(self, w_s, loss_s, stop):
         self.algo.accumulate_idle(self.views, *self._idle)
         if self._acc.data_ptr() != self.buffer.data_ptr():

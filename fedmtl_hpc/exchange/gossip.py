@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..comm.gossip import Gossip, rank_hops
-from ..comm.topology import block_owner, local_blocks, schedule_from_config
+from ..comm.topology import local_blocks, schedule_from_config
 from ..errors import CheckpointError
 
 __all__ = ["GossipExchange", "check_config", "SCHEDULE_NOTE"]
@@ -55,7 +55,8 @@ class GossipExchange:
         self.engine, self.comm, self.cfg = engine, engine.comm, engine.cfg
         shared = engine.algo.shared
         self.schedule = schedule_from_config(self.cfg)
-        self.owner = block_owner(engine.dataset.n_clients, self.comm.size)  # = the engine's contiguous blocks
+        # the engine's contiguous blocks (balanced by samples when the data set knows its sizes)
+        self.owner = np.repeat(np.arange(self.comm.size, dtype=np.int64), engine.counts)
         self.gossip: Gossip | None = None
         self.topology, self._period, self._delay = None, None, 0
         self._n_shared = shared.numel()

@@ -91,10 +91,10 @@ def test_clustered_mtl_matches_alternating_reference_and_finds_clusters(tmp_path
         return 2 * c * Q @ np.diag(1 / (eta + g)) @ Q.T
     W = ref.alternating_quadratic(Xs, ys, B, np.zeros((10, 8)))
     F = ref.cmtl_objective(Xs, ys, W, lam, eta, k)
-    for n in (2, 4):
+    for n in (2, 4, 8):
         s = close(run(tmp_path, raw, n, f"n{n}"), F, W)
         assert s["cluster_ari"] >= 0.95 and len(s["clusters"]) == 8
-    with h5py.File(ck.list_checkpoints(str(tmp_path / "n4" / "checkpoints"))[-1]) as f:
+    with h5py.File(ck.list_checkpoints(str(tmp_path / "n8" / "checkpoints"))[-1]) as f:
         assert list(f["mtl/clusters"][()]) == s["clusters"]
 
 
@@ -112,11 +112,12 @@ def test_mtrl_surrogate_matches_alternating_reference(tmp_path):
     s_eps = np.sqrt(np.linalg.eigvalsh(W.T @ W + eps * np.eye(6))).sum()
     F = sum(ref.loss("squared", X, y, W[:, t]) for t, (X, y) in enumerate(zip(Xs, ys))) \
         + 0.5 * lam * s_eps ** 2 + 0.5 * lam2 * (W ** 2).sum()
-    for n in (1, 2):
+    for n in (1, 2, 4):
         close(run(tmp_path, raw, n, f"n{n}"), F, W)
 
 
-@pytest.mark.parametrize("algorithm, params", [("prox_sync", None), ("mtrl_surrogate", {"inner_iters": 3})])
+@pytest.mark.parametrize("algorithm, params", [("prox_sync", None), ("mtrl_surrogate", {"inner_iters": 3}),
+                                               ("clustered_mtl", {"k": 2})])
 def test_stop_and_resume_gives_bitwise_the_same_W(tmp_path, algorithm, params):
     raw = mtl_config(algorithm, params, mtl={"lam": 0.05 if algorithm == "prox_sync" else 0.01, "tol": 1e-15,
                                              "max_iters": 40},

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from fedmtl_hpc import checkpoint as ck
-from fedmtl_hpc.data.base import contiguous_block
 from fedmtl_hpc.engine import sample_clients
 from fedmtl_hpc.metrics import TIMING
 from tests.conftest import REPO, fedmtl, small_config, write_config
@@ -122,8 +121,14 @@ def test_ranks_agree_resume_is_exact_and_nan_names_client_and_round(tmp_path, me
                 "--run-dir", str(tmp_path / "nan")], n=2, timeout=120)
     assert p.returncode not in (0, 2, 3), p.stderr
     mask = sample_clients(SEED, 0, N, 0.5)
-    first = {r: min(c for c in contiguous_block(N, 2, r) if mask[c]) for r in range(2)
-             if mask[list(contiguous_block(N, 2, r))].any()}
+    # the engine's dealing: contiguous blocks balanced by training samples (engine.deal)
+    from fedmtl_hpc.config import load_config
+    from fedmtl_hpc.data.synthetic import SyntheticMixture
+    from fedmtl_hpc.engine import deal
+    cfg = load_config(str(config(tmp_path, method)))
+    bounds = deal(SyntheticMixture(cfg.data, SEED).train_sizes(), N, 2, 2)[0]
+    blocks = {r: range(int(bounds[r]), int(bounds[r + 1])) for r in range(2)}
+    first = {r: min(c for c in blocks[r] if mask[c]) for r in range(2) if mask[list(blocks[r])].any()}
     found = re.findall(r"rank (\d): numerical error: [^\n]*? on client (\d+) in round (\d+)", p.stderr)
     assert found, p.stderr
     for r, c, rnd in found:
