@@ -14,7 +14,7 @@ from fedmtl_hpc import rng, signals
 from fedmtl_hpc.config import parse_config
 from fedmtl_hpc.exchange.allreduce import AllreduceExchange
 from fedmtl_hpc.exchange.gossip import GossipExchange
-from fedmtl_hpc.engine import Engine, sample_clients
+from fedmtl_hpc.engine import sample_clients
 from fedmtl_hpc.errors import CheckpointError, ConfigError
 from tests.conftest import engine_for
 

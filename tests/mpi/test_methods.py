@@ -109,6 +109,7 @@ def test_ranks_agree_resume_is_exact_and_nan_names_client_and_round(tmp_path, me
         victim = int(np.flatnonzero(sample_clients(SEED, STOP, N, 0.5))[-1])
         with h5py.File(final_ckpt(poisoned), "r+") as f:
             f[f"clients/state/{PERSONAL[method]}"][victim, 0, 5] = np.nan
+            f.attrs["content_sha256"] = ck._content_digest(f)[0]  # a written state, not a damaged file: re-seal
         p = fedmtl(["resume", str(poisoned), "--set", "run.stop_after=0"], n=2, timeout=120)
         assert p.returncode not in (0, 2, 3), p.stderr
         # (mpiexec merges the ranks' stderr: one rank's line may run on into the next's, so no ^ or $)
