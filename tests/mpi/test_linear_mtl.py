@@ -91,7 +91,7 @@ def test_clustered_mtl_matches_alternating_reference_and_finds_clusters(tmp_path
         return 2 * c * Q @ np.diag(1 / (eta + g)) @ Q.T
     W = ref.alternating_quadratic(Xs, ys, B, np.zeros((10, 8)))
     F = ref.cmtl_objective(Xs, ys, W, lam, eta, k)
-    for n in (2, 4, 8):
+    for n in (1, 2, 4, 8):
         s = close(run(tmp_path, raw, n, f"n{n}"), F, W)
         assert s["cluster_ari"] >= 0.95 and len(s["clusters"]) == 8
     with h5py.File(ck.list_checkpoints(str(tmp_path / "n8" / "checkpoints"))[-1]) as f:
@@ -100,7 +100,7 @@ def test_clustered_mtl_matches_alternating_reference_and_finds_clusters(tmp_path
 
 def test_mtrl_surrogate_matches_alternating_reference(tmp_path):
     raw = mtl_config("mtrl_surrogate", {"eps": 1e-6, "inner_iters": 5}, mtl={"lam": 0.01, "lam2": 0.01},
-                     data={"structure": "related", "n_tasks": 6, "dim": 10})
+                     data={"structure": "related", "n_tasks": 8, "dim": 10})
     cfg, Xs, ys = ref.tasks(raw)
     lam, lam2, eps = 0.01, 0.01, 1e-6
 
@@ -108,11 +108,11 @@ def test_mtrl_surrogate_matches_alternating_reference(tmp_path):
         c, Q = np.linalg.eigh(W.T @ W + eps * np.eye(W.shape[1]))
         s = np.sqrt(c)
         return lam * s.sum() * Q @ np.diag(1 / s) @ Q.T
-    W = ref.alternating_quadratic(Xs, ys, Omega_inv, np.zeros((10, 6)), lam2=lam2)
-    s_eps = np.sqrt(np.linalg.eigvalsh(W.T @ W + eps * np.eye(6))).sum()
+    W = ref.alternating_quadratic(Xs, ys, Omega_inv, np.zeros((10, 8)), lam2=lam2)
+    s_eps = np.sqrt(np.linalg.eigvalsh(W.T @ W + eps * np.eye(8))).sum()
     F = sum(ref.loss("squared", X, y, W[:, t]) for t, (X, y) in enumerate(zip(Xs, ys))) \
         + 0.5 * lam * s_eps ** 2 + 0.5 * lam2 * (W ** 2).sum()
-    for n in (1, 2, 4):
+    for n in (1, 2, 4, 8):
         close(run(tmp_path, raw, n, f"n{n}"), F, W)
 
 
