@@ -122,6 +122,7 @@ class Engine(Loop):
             self.clients = self._build_clients()
             self.unseen = [dataset.client(c).to(device) for c in self.unseen_ids]
             self.weights = [self.algo.weight(d) for d in self.clients]
+        self.w_np = np.asarray(self.weights, dtype=np.float64)     # the same weights, for array work
         self.batched = self._choose_batched()
         if self.batched and not self.lazy and self.block is None:   # one tensor of the rank's training samples
             self.block = ClientBlock.pack(self.clients)
@@ -172,12 +173,10 @@ class Engine(Loop):
     # -- local work (the reference loop and the batched path, algorithms/batched.py) ------------
     def _local_loop(self, mask: np.ndarray, r: int, inv: float) -> tuple[float, float]:
         """The per-client reference path: one ``local_update`` per sampled client, in id order."""
-        w_s = loss_s = 0.0
-        for i, cid in enumerate(self.train_ids):
-            w = self.weights[i]
-            if not mask[cid]:
-                self.exchange.idle(i, cid, w * inv)
-                continue
+        sampled = self._idle_then_sampled(mask, inv)
+        lo, w_s, loss_s = self.train_ids.start, 0.0, 0.0
+        for i in sampled.tolist():
+            cid, w = lo + i, self.weights[i]
             data = self.clients[i] if self.clients is not None else self._regen(cid, test=False)
             gen = rng.torch_stream(self.cfg.run.seed, rng.TRAIN, cid, r)
             res = self.algo.local_update(data, self.exchange.start(i, cid), self.store.state(i), gen)
@@ -187,18 +186,19 @@ class Engine(Loop):
             loss_s += w * res.loss
         return w_s, loss_s
 
+    def _idle_then_sampled(self, mask: np.ndarray, inv: float) -> np.ndarray:
+        """Hand the exchange this rank's non-sampled clients (one call); return the sampled local indices."""
+        lo = self.train_ids.start
+        local = mask[lo:self.train_ids.stop]
+        idle = np.flatnonzero(~local)
+        self.exchange.idle(idle, idle + lo, self.w_np[idle] * inv)
+        return np.flatnonzero(local)
+
     def _local_batched(self, mask: np.ndarray, r: int, inv: float) -> tuple[float, float]:
         """All sampled clients of the rank in one ``local_update_batch``; then the same exchange
         calls, in the same order, as the reference loop."""
-        lo, hi = self.train_ids.start, self.train_ids.stop
-        local = mask[lo:hi]
-        sampled, idle = np.flatnonzero(local), np.flatnonzero(~local)
-        w = self._weights_np()
-        if hasattr(self.exchange, "idle_many"):
-            self.exchange.idle_many(idle, idle + lo, w[idle] * inv)
-        else:
-            for i in idle.tolist():
-                self.exchange.idle(i, lo + i, float(w[i]) * inv)
+        sampled = self._idle_then_sampled(mask, inv)
+        lo, w = self.train_ids.start, self.w_np
         if not len(sampled):
             return 0.0, 0.0
         if self.lazy:
@@ -242,11 +242,6 @@ class Engine(Loop):
             except ValueError:
                 self.block = None
         return [ds.client(c).to(self.device) for c in ids]
-
-    def _weights_np(self) -> np.ndarray:
-        if getattr(self, "_w_np", None) is None or len(self._w_np) != len(self.weights):
-            self._w_np = np.asarray(self.weights, dtype=np.float64)
-        return self._w_np
 
     def _regen(self, cid: int, test: bool = True) -> ClientData:
         """A lazily held client's samples, regenerated from its stream (identical to the eager ones)."""

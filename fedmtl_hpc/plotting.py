@@ -206,23 +206,7 @@ def accuracy_figure(series: list[dict], path) -> Path:
 
 def loss_figure(series: list[dict], path) -> Path:
     """series: {label, round, loss}: train loss vs round (log scale when it spans a decade)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, _height(len(series))))
-    handles, labels = [], []
-    allv = np.concatenate([np.asarray(s["loss"], float) for s in series]) if series else np.zeros(0)
-    allv = allv[np.isfinite(allv)]
-    for i, (s, col) in enumerate(zip(series, _colors(len(series)))):
-        h, = ax.plot(s["round"], s["loss"], color=col, marker=_MARKERS[i % len(_MARKERS)],
-                     markevery=_mark(len(s["round"])))
-        handles.append(h)
-        labels.append(s["label"])
-    if allv.size and allv.min() > 0 and allv.max() / allv.min() > 10:
-        ax.set_yscale("log")
-    ax.set_xlabel("communication round")
-    ax.set_ylabel("train loss (objective, nats)")
-    ax.xaxis.set_major_locator(plt.MaxNLocator(nbins=6, integer=True))
-    _legend_below(fig, handles, labels)
-    return save(fig, path)
+    return _lines(series, "loss", path, "train loss (objective, nats)", log="auto")
 
 
 def client_accuracy_figure(series: list[dict], path) -> Path:
@@ -303,12 +287,21 @@ def time_figure(series: list[dict], path) -> Path:
 
 
 def _lines(series, key, path, ylabel, log=True) -> Path:
+    """One line per run of ``s[key]`` vs round; log: True (non-positive values dropped), False, or
+    "auto" (log scale when the finite values are positive and span more than a decade)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, _height(len(series))))
+    if log == "auto":
+        allv = np.concatenate([np.asarray(s[key], float) for s in series]) if series else np.zeros(0)
+        allv = allv[np.isfinite(allv)]
+        log = bool(allv.size and allv.min() > 0 and allv.max() / allv.min() > 10)
+        keep_all = True
+    else:
+        keep_all = False
     handles, labels = [], []
     for i, (s, col) in enumerate(zip(series, _colors(len(series)))):
         y = np.asarray(s[key], float)
-        keep = np.isfinite(y) & ((y > 0) if log else True)
+        keep = np.ones(y.shape, bool) if keep_all else np.isfinite(y) & ((y > 0) if log else True)
         h, = ax.plot(np.asarray(s["round"])[keep], y[keep], color=col, marker=_MARKERS[i % len(_MARKERS)],
                      markevery=_mark(int(keep.sum())))
         handles.append(h)

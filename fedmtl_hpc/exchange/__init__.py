@@ -27,8 +27,9 @@ class Exchange(Protocol):
         """The stack client i (local index; global id cid) trains from."""
     def trained(self, i: int, cid: int, scale: float, res) -> None:
         """Record a trained client's result (scale = n_t / n)."""
-    def idle(self, i: int, cid: int, scale: float) -> None:
-        """Record a client not sampled this round."""
+    def idle(self, idx, cids, scales) -> None:
+        """Record the rank's clients not sampled this round (numpy arrays, in id order: local
+        indices, client ids, scales n_t / n); called once per round, before any ``trained``."""
     def finish(self, w_s: float, loss_s: float, stop: bool) -> tuple[float, bool, int, dict]:
         """Exchange; returns (train loss, stop agreed, bytes moved, extra metrics)."""
     def eval_params(self, i: int, cid: int) -> torch.Tensor:

@@ -64,12 +64,7 @@ class AllreduceExchange:
     def trained(self, i, cid, scale, res):
         self.algo.accumulate(self.views, cid, scale, res)
 
-    def idle(self, i, cid, scale):
-        self._idle[0].append(cid)
-        self._idle[1].append(scale)
-
-    def idle_many(self, idx, cids, scales):
-        """``idle`` for many clients at once (numpy arrays, in id order): the same lists."""
+    def idle(self, idx, cids, scales):
         self._idle[0].extend(cids.tolist())
         self._idle[1].extend(scales.tolist())
 

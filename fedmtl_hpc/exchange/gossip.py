@@ -112,8 +112,8 @@ class GossipExchange:
     def trained(self, i, cid, scale, res):
         self.params[i].copy_(res.params)
 
-    def idle(self, i, cid, scale):
-        pass
+    def idle(self, idx, cids, scales):
+        pass   # a client that did not train keeps its own copy
 
     def finish(self, w_s, loss_s, stop):
         """One gossip step for every client; the train loss is rank-local (evaluation reduces it)."""

@@ -22,15 +22,19 @@ from .solver import MTLSolver
 __all__ = ["DSML", "lasso_gram", "nodewise_theta"]
 
 
-def lasso_gram(G: np.ndarray, c: np.ndarray, lam: float, iters: int, tol: float = 1e-12) -> np.ndarray:
+def lasso_gram(G: np.ndarray, c: np.ndarray, lam: float, iters: int, tol: float = 1e-12,
+               zero_diag: bool = False) -> np.ndarray:
     """argmin 1/2 w^T G w - c^T w + lam ||w||_1 by FISTA (columns of c solved at once; c may be [d] or
-    [d, m]); ``zero_diag`` problems are handled by ``nodewise_theta``."""
+    [d, m]); ``zero_diag`` keeps w's diagonal at 0 (the nodewise regressions, ``c = G``)."""
     L = float(np.linalg.eigvalsh(G)[-1]) or 1.0
     w = np.zeros_like(c)
     z, t = w.copy(), 1.0
+    eye = np.eye(G.shape[0], dtype=bool) if zero_diag else None
     for _ in range(iters):
         v = z - (G @ z - c) / L
         wn = np.sign(v) * np.maximum(np.abs(v) - lam / L, 0.0)
+        if eye is not None:
+            wn[eye] = 0.0
         tn = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
         z = wn + ((t - 1) / tn) * (wn - w)
         done = np.abs(wn - w).max() <= tol * max(1.0, np.abs(wn).max())
@@ -44,20 +48,7 @@ def nodewise_theta(G: np.ndarray, lam: float, iters: int, tol: float = 1e-10) ->
     """The nodewise-lasso approximate inverse of G (van de Geer et al. 2014): all d regressions at once,
     column j of Gamma regresses feature j on the others (Gamma_jj = 0); Theta[j] = (e_j - gamma_j) / tau_j^2."""
     d = G.shape[0]
-    L = float(np.linalg.eigvalsh(G)[-1]) or 1.0
-    Gm = np.zeros((d, d))
-    z, t = Gm.copy(), 1.0
-    eye = np.eye(d, dtype=bool)
-    for _ in range(iters):
-        v = z - (G @ z - G) / L
-        gn = np.sign(v) * np.maximum(np.abs(v) - lam / L, 0.0)
-        gn[eye] = 0.0
-        tn = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
-        z = gn + ((t - 1) / tn) * (gn - Gm)
-        done = np.abs(gn - Gm).max() <= tol * max(1.0, np.abs(gn).max())
-        Gm, t = gn, tn
-        if done:
-            break
+    Gm = lasso_gram(G, G, lam, iters, tol, zero_diag=True)   # column j: gamma_j, Gamma_jj = 0
     diagG = np.diag(G)
     tau2 = diagG - 2 * (Gm * G).sum(0) + (Gm * (G @ Gm)).sum(0) + lam * np.abs(Gm).sum(0)
     C = np.eye(d) - Gm.T          # row j: e_j - gamma_j
