@@ -22,11 +22,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c '
 fi
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install "$TORCH_SPEC" numpy h5py pyyaml pytest hypothesis mpi4py mpich matplotlib debugpy
+"${pip[@]}" install "$TORCH_SPEC" numpy h5py pyyaml scipy pytest hypothesis mpi4py mpich matplotlib debugpy
 "${pip[@]}" install --no-deps --no-build-isolation -e "$here" 2>/dev/null \
   || "${pip[@]}" install --no-deps -e "$here"
 "$venv/bin/python" - <<'PY'
-import mpi4py.MPI as M, torch, h5py, numpy, matplotlib, hypothesis, fedmtl_hpc
+import mpi4py.MPI as M, torch, h5py, numpy, scipy, matplotlib, hypothesis, fedmtl_hpc
 print(f"env/setup.sh: fedmtl_hpc {fedmtl_hpc.__version__}, torch {torch.__version__}, "
       f"numpy {numpy.__version__}, h5py {h5py.__version__}, matplotlib {matplotlib.__version__}, "
       f"{M.Get_library_version().splitlines()[0].strip()}")
