@@ -11,7 +11,8 @@ What is measured, for a ring and a torus over the ranks' clients and several row
   where the library has them), and the min over the received control values;
 * persist: the bare persistent request of the same plan (``Start``/``Wait`` only), to show what
   the Python around it costs;
-* step: ``Gossip.mix_()`` = exchange + the W-weighted sum (one GEMM over own + received rows),
+* step: ``Gossip.mix_()`` = exchange + the W-weighted sum (one product over own + received rows:
+  a GEMM for small blocks, a sparse product above ``comm/gossip.py``'s ``_DENSE_HALO``),
   i.e. one whole gossip round of the engine's exchange phase.
 
 Target: exchange / raw <= 1.10. step / raw is reported too: the weighted sum must read every
@@ -92,8 +93,9 @@ def _time(comm: MPI.Comm, fns: dict, reps: int, warmup: int = 3) -> dict[str, fl
     return {name: 1e3 * float(np.median(times[k])) for k, name in enumerate(fns)}
 
 
-def _gossip(comm: MPIComm, W: np.ndarray, width: int) -> Gossip:
-    owner = T.block_owner(len(W), comm.size)
+def _gossip(comm: MPIComm, W, width: int) -> Gossip:
+    """Gossip over W (a sparse csr_array, as Topology.W) with random float32 rows of ``width``."""
+    owner = T.block_owner(W.shape[0], comm.size)
     g = Gossip(comm, T.local_blocks(W, owner, comm.size), width, np.float32)
     g.rows[...] = np.random.default_rng(comm.rank).normal(size=g.rows.shape)
     return g

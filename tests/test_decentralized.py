@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -101,7 +102,11 @@ def test_checkpoint_round_trip_continues_exactly(tmp_path):
         a.step()
     snap = a.snapshot()
     assert snap.topology["attrs"]["next_round"] == 3 and snap.attrs["mode"] == "decentralized"
-    np.testing.assert_array_equal(snap.topology["W"], a.exchange.schedule.at(2).W)
+    W = a.exchange.schedule.at(2).W.toarray()  # the graph's W, stored as edges + weights + diagonal
+    e = snap.topology["edges"]
+    assert "W" not in snap.topology and e.dtype == np.int64 and np.all(e[:, 0] < e[:, 1])
+    np.testing.assert_array_equal(snap.topology["edge_weight"], W[e[:, 0], e[:, 1]])
+    np.testing.assert_array_equal(snap.topology["self_weight"], np.diag(W))
     np.testing.assert_allclose(snap.shared, a.exchange.params.double().mean(dim=0).numpy(), atol=1e-6)
     path = ck.save(snap, str(tmp_path), keep=1)
     b = make_engine(train={"participation": 0.5}, topology={"change_every": 1})
@@ -109,10 +114,14 @@ def test_checkpoint_round_trip_continues_exactly(tmp_path):
     assert b.round == 3 and torch.equal(b.exchange.params, a.exchange.params)
     a.step(), b.step()
     assert torch.equal(b.exchange.params, a.exchange.params) and torch.equal(b.store.tensors["pi"], a.store.tensors["pi"])
-    other = copy.deepcopy(ck.load(path))
-    other.topology["edges"] = other.topology["edges"][1:]
-    with pytest.raises(CheckpointError, match="topology differs"):
-        make_engine(train={"participation": 0.5}, topology={"change_every": 1}).restore(other)
+    with h5py.File(path) as f:
+        assert "W" not in f["topology"] and f["topology/self_weight"].shape == (8,)
+    one_ulp = lambda v: np.where(np.arange(len(v)) == 0, np.nextafter(v, 2.0), v)  # noqa: E731
+    for key, edit in (("edges", lambda v: v[1:]), ("edge_weight", one_ulp), ("self_weight", one_ulp)):
+        other = copy.deepcopy(ck.load(path))
+        other.topology[key] = edit(other.topology[key])
+        with pytest.raises(CheckpointError, match="topology differs"):
+            make_engine(train={"participation": 0.5}, topology={"change_every": 1}).restore(other)
 
 
 def test_client_server_checkpoint_has_no_topology(tmp_path):

@@ -16,8 +16,11 @@ per-client components ARE these rows: no second copy of every client's model):
 One step: stamp the control column, copy the pack rows, ONE ``Neighbor_alltoallv`` (a
 persistent request planned once per graph)
 (sends read rows [0, p + m) and receives write rows [p + m, end): disjoint), then the
-GEMM ``W_halo [m, m + r] @ halo[p:, :w]``, column block by column block into a scratch
+product ``W_halo [m, m + r] @ halo[p:, :w]``, column block by column block into a scratch
 of about ``_SCRATCH`` bytes that is copied back over the own rows while still in cache.
+W_halo is a dense GEMM operand while it has at most ``_DENSE_HALO`` entries (every small
+graph: the arithmetic W had when it was dense), a scipy CSR matrix above (O(edges) memory
+and work, whatever the number of clients per rank).
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from .topology import RankBlock
 
 __all__ = ["Gossip", "rank_hops"]
 
 _SCRATCH = 1 << 20  # bytes of the GEMM's output block: small enough to stay in L2
+_DENSE_HALO = 1 << 22  # entries of W_halo up to which it is a dense matrix (16 MiB in float32)
 
 
 def _adjacency(blocks: Sequence[RankBlock]) -> tuple:
@@ -133,11 +138,15 @@ class Gossip:
     def combine_(self) -> None:
         """Own rows <- W_halo @ (own rows; received rows), in place, one column block at a time."""
         src, own, tmp, w = self._H[self.p:], self._views[4], self._scratch, self.width
+        dense = isinstance(self._Wh, np.ndarray)
         for c0 in range(0, w, self._cols):
             c1 = min(c0 + self._cols, w)
-            out = tmp[:, :c1 - c0]
-            np.matmul(self._Wh, src[:, c0:c1], out=out)
-            own[:, c0:c1] = out
+            if dense:
+                out = tmp[:, :c1 - c0]
+                np.matmul(self._Wh, src[:, c0:c1], out=out)
+                own[:, c0:c1] = out
+            else:  # the sparse product returns a new array: no aliasing of the rows it reads
+                own[:, c0:c1] = self._Wh @ src[:, c0:c1]
 
     def mix_(self, control: float = np.inf) -> float:
         """One gossip step on ``rows``; returns min(control, every neighbour rank's control)."""
@@ -152,17 +161,28 @@ class Gossip:
             self.nb, self._plan, self._adj = None, None, None
 
 
-def _halo_matrix(b: RankBlock, sources: list[int], dtype: np.dtype) -> np.ndarray:
-    """``[m, m + r]`` weights of (own rows; received rows) in ``dtype``.
+def _halo_matrix(b: RankBlock, sources: list[int], dtype: np.dtype):
+    """``[m, m + r]`` weights of (own rows; received rows) in ``dtype``: dense up to _DENSE_HALO
+    entries, else a csr_array.
 
     Below float64 the self-weight is re-derived as 1 - (the rounded off-diagonal row sum),
     so rows (and, W being symmetric, columns) still sum to 1 as closely as dtype allows
     and the network average does not drift.
     """
-    Wh64 = np.concatenate([b.W_local] + [b.W_remote[q] for q in sources], axis=1)
-    Wh = Wh64.astype(dtype)
+    Wh = sp.hstack([b.W_local] + [b.W_remote[q] for q in sources], format="csr")
+    m = len(b.nodes)
+    if m * Wh.shape[1] <= _DENSE_HALO:
+        Wh = Wh.toarray().astype(dtype)
+        if dtype != np.float64:
+            diag = np.arange(m)
+            off = Wh.astype(np.float64).sum(axis=1) - Wh[diag, diag].astype(np.float64)
+            Wh[diag, diag] = (1.0 - off).astype(dtype)
+        return np.ascontiguousarray(Wh)
+    Wh = sp.csr_array(Wh, dtype=dtype)
+    Wh.sum_duplicates()
     if dtype != np.float64:
-        diag = np.arange(len(b.nodes))
-        off = Wh.astype(np.float64).sum(axis=1) - Wh[diag, diag].astype(np.float64)
-        Wh[diag, diag] = (1.0 - off).astype(dtype)
-    return np.ascontiguousarray(Wh)
+        rows = np.repeat(np.arange(m), np.diff(Wh.indptr))
+        on_diag = Wh.indices == rows  # W has a positive diagonal, so every row holds its entry
+        off = np.bincount(rows[~on_diag], Wh.data[~on_diag].astype(np.float64), minlength=m)
+        Wh.data[on_diag] = (1.0 - off[rows[on_diag]]).astype(dtype)
+    return Wh

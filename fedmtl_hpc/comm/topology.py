@@ -1,20 +1,22 @@
 """Graphs, mixing matrices and spectral gaps for decentralized mode (README "Decentralized mode").
 
-Pure numpy, no MPI: this is the single-process reference that ``comm/mpi.py``'s
+numpy + scipy.sparse, no MPI: this is the single-process reference that ``comm/mpi.py``'s
 neighbour exchange is tested against. A graph is ``(n, edges)`` with ``edges``
 an (E, 2) int64 array of undirected pairs, i < j, unique, sorted by rows; every
-graph used for mixing must be connected. Mixing matrices are (n, n) float64,
-symmetric and doubly stochastic, supported on edges + diagonal. Gossip
-x <- W x converges to the mean at rate (1 - gap)^k, gap = 1 - max_{k>=2} |lambda_k|
-(Boyd, Diaconis, Xiao, "Fastest mixing Markov chain", SIAM Rev. 2004).
+graph used for mixing must be connected. Mixing matrices are (n, n) float64
+``scipy.sparse.csr_array``s, symmetric and doubly stochastic, supported on edges +
+diagonal (``comm/mixing.py``); nothing on this path is O(n^2), so graphs of 10^5 and more
+nodes build in seconds. Gossip x <- W x converges to the mean at rate (1 - gap)^k,
+gap = 1 - max_{k>=2} |lambda_k| (``comm/spectral.py``).
 
 User edge-list and matrix files are read by ``comm/graph_files.py``; the split of W
 over ranks (``block_owner``, ``RankBlock``, ``local_blocks``) lives in ``comm/blocks.py``.
-Both are re-exported here.
+All are re-exported here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -22,16 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from fedmtl_hpc.errors import ConfigError
 
 from .blocks import RankBlock, block_owner, local_blocks
 from .graph_files import EdgeArray, canon_edges as _canon, read_edge_file, read_matrix_file
+from .mixing import (DENSE_MAX, csr_from_coo, degrees, metropolis_weights, mixing_from_parts,
+                     sparse_parts, uniform_weights, validate_mixing)
+from .spectral import closed_form_gap, spectral_gap
 
 __all__ = ["KINDS", "WEIGHTS", "ER_MAX_TRIES", "Topology", "TopologySchedule", "RankBlock",
            "ring_edges", "torus_shape", "torus_edges", "complete_edges", "star_edges",
            "erdos_renyi_edges", "read_edge_file", "read_matrix_file", "degrees", "is_connected",
            "metropolis_weights", "uniform_weights", "validate_mixing", "spectral_gap",
+           "closed_form_gap", "sparse_parts", "mixing_from_parts", "DENSE_MAX",
            "build_topology", "schedule_from_config", "mix_reference", "block_owner",
            "local_blocks", "draw_png"]
 
@@ -39,6 +47,9 @@ KINDS = ("ring", "torus", "complete", "star", "erdos_renyi", "edges")
 _ALIASES = {"file": "edges"}  # the kind's first name; kept so old configs and scripts still work
 WEIGHTS = ("metropolis", "uniform")
 ER_MAX_TRIES = 100
+PNG_EDGES = 20_000  # most edges draw_png draws
+
+
 def ring_edges(n: int) -> EdgeArray:
     """Cycle 0-1-...-(n-1)-0; n=1 has no edge and n=2 a single edge."""
     i = np.arange(n)
@@ -78,12 +89,17 @@ def star_edges(n: int) -> EdgeArray:
 
 def erdos_renyi_edges(n: int, p: float, rng: np.random.Generator,
                       max_tries: int = ER_MAX_TRIES) -> EdgeArray:
-    """G(n, p) drawn from ``rng``, redrawn until connected, at most ``max_tries`` draws."""
+    """G(n, p) drawn from ``rng``, redrawn until connected, at most ``max_tries`` draws.
+
+    Up to DENSE_MAX nodes one uniform draw per pair i < j in row-major order (the graphs of
+    earlier versions, draw for draw); above, the gaps between kept pairs are geometric, so a
+    draw costs O(E), not O(n^2) (same distribution, another stream).
+    """
     if not 0.0 < p <= 1.0:
         raise ConfigError(f"topology.p must be in (0, 1], got {p}")
-    iu = np.stack(np.triu_indices(n, 1), axis=1)
+    draw = _pairs_each if n <= DENSE_MAX else _pairs_skipping
     for _ in range(max_tries):
-        e = _canon(n, iu[rng.random(len(iu)) < p])
+        e = _canon(n, draw(n, p, rng))
         if is_connected(n, e):
             return e
     hint = f"; G(n, p) is connected w.h.p. for p > ln(n)/n = {math.log(n) / n:.3g}"
@@ -91,111 +107,74 @@ def erdos_renyi_edges(n: int, p: float, rng: np.random.Generator,
                       f"seeded tries; use a larger topology.p{hint}")
 
 
-def degrees(n: int, edges: EdgeArray) -> np.ndarray:
-    """(n,) int64 number of neighbours of each node."""
-    return np.bincount(edges.ravel(), minlength=n).astype(np.int64)
+def _row_offsets(n: int, i: np.ndarray) -> np.ndarray:
+    """Row-major index of pair (i, i + 1) among all pairs i < j of n nodes."""
+    return i * (n - 1) - i * (i - 1) // 2
 
 
-def _adjacency(n: int, edges: EdgeArray) -> list[list[int]]:
-    adj: list[list[int]] = [[] for _ in range(n)]
-    for i, j in edges.tolist():
-        adj[i].append(j)
-        adj[j].append(i)
-    return [sorted(a) for a in adj]
+def _pairs_each(n: int, p: float, rng) -> np.ndarray:
+    """Pairs kept by one rng.random() per pair, in row blocks (a block's draws continue the stream)."""
+    out, step = [], max(1, (1 << 20) // max(n, 1))
+    for lo in range(0, n, step):
+        rows = np.arange(lo, min(lo + step, n), dtype=np.int64)
+        count = n - 1 - rows
+        i = np.repeat(rows, count)
+        j = np.arange(len(i), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count) + i + 1
+        keep = rng.random(len(i)) < p
+        out.append(np.stack([i[keep], j[keep]], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
 
 
-def _reachable(n: int, edges: EdgeArray) -> set[int]:
-    """Nodes reachable from node 0 (breadth-first search)."""
-    adj, seen, frontier = _adjacency(n, edges), {0}, [0]
-    while frontier:
-        frontier = [j for i in frontier for j in adj[i] if j not in seen and not seen.add(j)]
-    return seen
+def _pairs_skipping(n: int, p: float, rng) -> np.ndarray:
+    """Each pair i < j kept with probability p: row-major pair indices with Geometric(p) gaps."""
+    total, chunk = n * (n - 1) // 2, int(p * n * (n - 1) / 2 * 1.05) + 1024
+    picked, last = [], -1
+    while last < total:
+        t = last + np.cumsum(rng.geometric(p, size=chunk))
+        last = int(t[-1])
+        picked.append(t[t < total])
+    t = np.concatenate(picked)
+    b = 2.0 * n - 1.0  # row i = largest i with offset(i) <= t; float root, then exact integer fix-ups
+    i = np.floor((b - np.sqrt(np.maximum(b * b - 8.0 * t, 0.0))) / 2.0).astype(np.int64)
+    while np.any(low := _row_offsets(n, i) > t):
+        i -= low
+    while np.any(high := _row_offsets(n, i + 1) <= t):
+        i += high
+    return np.stack([i, t - _row_offsets(n, i) + i + 1], axis=1)
 
 
 def is_connected(n: int, edges: EdgeArray) -> bool:
     """True when every node is reachable from node 0."""
-    return len(_reachable(n, edges)) == n
+    return n <= 1 or connected_components(_upper(n, edges), directed=False)[0] == 1
+
+
+def _upper(n: int, edges: EdgeArray) -> sp.csr_array:
+    return sp.csr_array((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
 
 
 def _first_unreachable(n: int, edges: EdgeArray) -> int:
-    return min(set(range(n)) - _reachable(n, edges))
-
-
-def metropolis_weights(n: int, edges: EdgeArray) -> np.ndarray:
-    """Metropolis-Hastings W: 1/(1 + max(d_i, d_j)) on edges, 1 - row sum on the diagonal."""
-    d, W = degrees(n, edges), np.zeros((n, n))
-    i, j = edges[:, 0], edges[:, 1]
-    W[i, j] = W[j, i] = 1.0 / (1.0 + np.maximum(d[i], d[j]))
-    W[np.diag_indices(n)] = 1.0 - W.sum(axis=1)
-    return W
-
-
-def uniform_weights(n: int, edges: EdgeArray) -> np.ndarray:
-    """1/(d + 1) on edges and diagonal; doubly stochastic only on a d-regular graph."""
-    d = degrees(n, edges)
-    if n > 1 and d.min() != d.max():
-        raise ConfigError(f"topology.weights = 'uniform' needs a regular graph (all degrees "
-                          f"equal), got degrees {d.min()}..{d.max()}; use 'metropolis'")
-    W = np.zeros((n, n))
-    w = 1.0 / (1.0 + (d[0] if n else 0))
-    W[edges[:, 0], edges[:, 1]] = W[edges[:, 1], edges[:, 0]] = w
-    W[np.diag_indices(n)] = w
-    return W
-
-
-def validate_mixing(W, n: int, edges: EdgeArray, tol: float = 1e-12) -> np.ndarray:
-    """Check a user W (square, symmetric, >= 0, doubly stochastic, on edges + diag, W_ii > 0)."""
-    W = np.array(W, dtype=np.float64)
-    bad = "topology.weights: mixing matrix"
-    if W.shape != (n, n):
-        raise ConfigError(f"{bad} must be square ({n}, {n}), got shape {W.shape}")
-    if not np.all(np.isfinite(W)):
-        raise ConfigError(f"{bad} has NaN or Inf entries")
-    checks = [(np.abs(W - W.T), tol, "must be symmetric, |W[i,j] - W[j,i]|"),
-              (-W, 0.0, "must be non-negative, -W[i,j]"),
-              (np.abs(W.sum(axis=1) - 1.0), tol, "rows must sum to 1, |row sum - 1|"),
-              (np.abs(W.sum(axis=0) - 1.0), tol, "columns must sum to 1, |column sum - 1|")]
-    for err, limit, rule in checks:
-        if err.max() > limit:
-            at = np.unravel_index(np.argmax(err), err.shape)
-            raise ConfigError(f"{bad} {rule} = {err.max():.3g} at {tuple(map(int, at))}")
-    allowed = np.eye(n, dtype=bool)
-    allowed[edges[:, 0], edges[:, 1]] = allowed[edges[:, 1], edges[:, 0]] = True
-    off = np.argwhere((W != 0) & ~allowed)
-    if len(off):
-        i, j = map(int, off[0])
-        raise ConfigError(f"{bad} must be zero off the graph edges, W[{i},{j}] = {W[i, j]:.3g}")
-    if np.diag(W).min() <= 0.0:
-        i = int(np.argmin(np.diag(W)))
-        raise ConfigError(f"{bad} must have a positive diagonal, W[{i},{i}] = {W[i, i]:.3g}")
-    return W
-
-
-def spectral_gap(W: np.ndarray) -> float:
-    """1 - second largest |eigenvalue| of symmetric W; 1.0 for n = 1."""
-    if len(W) <= 1:
-        return 1.0
-    mags = np.sort(np.abs(np.linalg.eigvalsh(W)))  # the top one is 1 for doubly stochastic W
-    return float(max(0.0, 1.0 - mags[-2]))  # clip: round-off can put |lambda_2| a hair above 1
+    labels = connected_components(_upper(n, edges), directed=False)[1]
+    return int(np.flatnonzero(labels != labels[0])[0])
 
 
 @dataclass(frozen=True, eq=False)
 class Topology:
     """A connected graph with its mixing matrix; arrays are read-only.
 
-    n: nodes; edges: (E, 2) int64, i < j; W: (n, n) float64 mixing matrix;
-    kind: one of KINDS; spectral_gap: 1 - |lambda_2(W)|; degrees: (n,) int64.
+    n: nodes; edges: (E, 2) int64, i < j; W: (n, n) float64 mixing matrix, a canonical
+    ``scipy.sparse.csr_array`` (its parts: ``sparse_parts(W, edges)``); kind: one of KINDS;
+    spectral_gap: 1 - |lambda_2(W)|; degrees: (n,) int64.
     """
 
     n: int
     edges: EdgeArray
-    W: np.ndarray
+    W: sp.csr_array
     kind: str
     spectral_gap: float
     degrees: np.ndarray
 
     def __post_init__(self) -> None:
-        for a in (self.edges, self.W, self.degrees):
+        for a in (self.edges, self.W.data, self.W.indices, self.W.indptr, self.degrees):
             a.setflags(write=False)  # frozen means frozen: shared by every round of a schedule
 
     def neighbors(self, i: int) -> list[int]:
@@ -224,8 +203,8 @@ def build_topology(kind: str, n: int, *, p: float = 0.5, seed: int | np.random.S
                    weights: str | np.ndarray = "metropolis") -> Topology:
     """Graph of ``kind`` on n nodes + its mixing matrix.
 
-    weights: 'metropolis', 'uniform', an (n, n) array, or the path of a matrix file.
-    ``seed`` only matters for erdos_renyi; ``file`` for kind 'edges'; ``shape`` for torus.
+    weights: 'metropolis', 'uniform', an (n, n) dense or scipy.sparse matrix, or the path of a
+    matrix file. ``seed`` only matters for erdos_renyi; ``file`` for kind 'edges'; ``shape`` for torus.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"topology needs an integer n >= 1 nodes, got {n!r}")
@@ -249,7 +228,10 @@ def build_topology(kind: str, n: int, *, p: float = 0.5, seed: int | np.random.S
         W = metropolis_weights(n, edges) if weights == "metropolis" else uniform_weights(n, edges)
     else:
         W = validate_mixing(weights, n, edges)
-    gap = spectral_gap(W)
+    gap = None
+    if n > DENSE_MAX and isinstance(weights, str):  # small graphs keep the dense eigvalsh value
+        gap = closed_form_gap(kind, n, (shape or torus_shape(n)) if kind == "torus" else None)
+    gap = spectral_gap(W) if gap is None else gap
     if n > 1 and gap <= 1e-12:  # only a user W can get here: zero weights that cut the graph
         raise ConfigError(f"topology.weights: spectral gap {gap:.3g}, the mixing matrix does not "
                           f"connect the graph (gossip would never reach consensus)")
@@ -258,8 +240,8 @@ def build_topology(kind: str, n: int, *, p: float = 0.5, seed: int | np.random.S
 
 def _relabel(t: Topology, perm: np.ndarray) -> Topology:
     """Same graph with node i renamed perm[i]; the spectrum (so the gap) is unchanged."""
-    W = np.empty_like(t.W)
-    W[np.ix_(perm, perm)] = t.W
+    coo = t.W.tocoo()
+    W = csr_from_coo(t.n, perm[coo.row], perm[coo.col], coo.data)
     d = np.empty_like(t.degrees)
     d[perm] = t.degrees
     return Topology(t.n, _canon(t.n, perm[t.edges]), W, t.kind, t.spectral_gap, d)
@@ -316,8 +298,8 @@ class TopologySchedule:
         return self._last[1]
 
 
-def mix_reference(W: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """One gossip step on stacked parameters: (n, n) W @ (n, P) X -> (n, P)."""
+def mix_reference(W, X: np.ndarray) -> np.ndarray:
+    """One gossip step on stacked parameters: (n, n) W (dense or sparse) @ (n, P) X -> (n, P)."""
     X = np.asarray(X)
     if X.shape[0] != W.shape[0]:
         raise ValueError(f"expecting X with {W.shape[0]} rows (one per node), got {X.shape}")
@@ -331,17 +313,39 @@ def schedule_from_config(cfg) -> TopologySchedule:
     ConfigError raised identically on every rank before any collective.
     """
     t = cfg.topology
-    return TopologySchedule(t.kind, cfg.data.n_clients, t.change_every, t.seed, p=t.p,
-                            file=t.file or None, shape=t.shape, weights=t.weights)
+    # the config check and the exchange both need it: build a 10^5-node graph once, not twice
+    # (a user file is keyed by its mtime and size too, so an edited file is read again)
+    stamp = _file_stamp(t.file) + _file_stamp(t.weights if t.weights not in ("metropolis", "uniform") else "")
+    return _schedule(t.kind, cfg.data.n_clients, t.change_every, t.seed, t.p, t.file or None,
+                     tuple(t.shape) if t.shape else t.shape, t.weights, stamp)
+
+
+def _file_stamp(path: str | None) -> tuple:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return (path,)            # missing: TopologySchedule raises the ConfigError
+    return (path, st.st_mtime_ns, st.st_size) if st else ()
+
+
+@functools.lru_cache(maxsize=2)
+def _schedule(kind, n, change_every, seed, p, file, shape, weights, stamp) -> TopologySchedule:
+    return TopologySchedule(kind, n, change_every, seed, p=p, file=file, shape=shape, weights=weights)
 
 
 def draw_png(topology: Topology, path: str | os.PathLike, size: int = 512) -> Path:
     """Picture of the graph (matplotlib, ``size`` x ``size`` pixels): nodes on a circle, node 0 at
     the top, clockwise, coloured by degree when degrees differ; edges grey; title with the
-    spectral gap. Needs the ``plot`` extra (PlotUnavailable, exit 2, otherwise)."""
+    spectral gap. Above PNG_EDGES edges a seeded sample of PNG_EDGES is drawn (the title says
+    so): more cannot be told apart at this size, and they would cost seconds each 10^5.
+    Needs the ``plot`` extra (PlotUnavailable, exit 2, otherwise)."""
     from fedmtl_hpc.plotting import topology_figure  # drawing is optional; keep the maths import light
 
-    title = (f"{topology.kind}: {topology.n} nodes, {len(topology.edges)} edges, "
+    edges = np.asarray(topology.edges).reshape(-1, 2)
+    shown = ""
+    if len(edges) > PNG_EDGES:
+        edges = edges[np.sort(np.random.default_rng(0).choice(len(edges), PNG_EDGES, replace=False))]
+        shown = f" ({PNG_EDGES} drawn)"
+    title = (f"{topology.kind}: {topology.n} nodes, {len(topology.edges)} edges{shown}, "
              f"spectral gap {topology.spectral_gap:.3g}")
-    return topology_figure(topology.n, np.asarray(topology.edges).reshape(-1, 2), topology.degrees, path,
-                           size=size, title=title)
+    return topology_figure(topology.n, edges, topology.degrees, path, size=size, title=title)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fedmtl_hpc.comm import topology as T
 from fedmtl_hpc.comm.base import SelfComm, SelfNeighborhood
 from fedmtl_hpc.comm.gossip import Gossip, rank_hops
 
 
-def one_rank(W: np.ndarray, width: int = 4, dtype=np.float64) -> Gossip:
-    return Gossip(SelfComm(), T.local_blocks(W, T.block_owner(len(W), 1), 1), width, dtype)
+def one_rank(W, width: int = 4, dtype=np.float64) -> Gossip:
+    return Gossip(SelfComm(), T.local_blocks(W, T.block_owner(W.shape[0], 1), 1), width, dtype)
 
 
 @pytest.mark.parametrize("kind,n", [("ring", 1), ("ring", 9), ("torus", 16), ("erdos_renyi", 20), ("star", 7)])
@@ -121,3 +122,27 @@ def test_self_comm_has_no_neighbours() -> None:
     nb.alltoallv_(empty, [], [], empty, [], [])  # nothing to move
     with pytest.raises(ValueError, match="no neighbours"):
         nb.alltoallv_(empty, [1], [0], empty, [1], [0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_halo_equals_the_dense_one(monkeypatch, dtype) -> None:
+    """Above _DENSE_HALO entries W_halo is a CSR matrix: the same step up to rounding, rows still sum to 1."""
+    import fedmtl_hpc.comm.gossip as G
+    t = T.build_topology("erdos_renyi", 40, p=0.15, seed=3)
+    X = np.random.default_rng(5).normal(size=(40, 33)).astype(dtype)
+    dense = one_rank(t.W, width=33, dtype=dtype)
+    monkeypatch.setattr(G, "_DENSE_HALO", 0)
+    monkeypatch.setattr(G, "_SCRATCH", 40 * 8 * 4)  # column blocks of 4 (or 8) in the sparse path too
+    sparse = one_rank(t.W, width=33, dtype=dtype)
+    assert isinstance(dense._Wh, np.ndarray) and sp.issparse(sparse._Wh) and sparse._Wh.dtype == dtype
+    assert sparse._Wh.nnz == 2 * len(t.edges) + 40  # edges + diagonal, nothing else
+    Wh = sparse._Wh.toarray().astype(np.float64)
+    assert np.abs(Wh.sum(axis=1) - 1).max() < (1e-7 if dtype == np.float32 else 1e-15)
+    np.testing.assert_array_equal(sparse._Wh.toarray(), dense._Wh)  # same weights, self-weight rule included
+    for g in (dense, sparse):
+        g.rows[...] = X
+        g.mix_()
+        g.mix_()
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(sparse.rows, dense.rows, rtol=0, atol=tol)
+    np.testing.assert_allclose(sparse.rows, t.W @ (t.W @ X.astype(np.float64)), rtol=0, atol=10 * tol)

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fedmtl_hpc.comm import topology as T
 from fedmtl_hpc.errors import ConfigError
@@ -16,7 +17,8 @@ RANDOM_KINDS = ["ring", "torus", "complete", "star", "erdos_renyi"]
 
 def check_mixing(t: T.Topology) -> None:
     """Every rule a mixing matrix must satisfy, checked independently of validate_mixing."""
-    W, n = t.W, t.n
+    assert isinstance(t.W, sp.csr_array) and t.W.has_canonical_format and t.W.data.all()
+    W, n = t.W.toarray(), t.n
     assert W.dtype == np.float64 and W.shape == (n, n)
     assert np.array_equal(W, W.T)
     assert np.abs(W.sum(axis=0) - 1).max() <= 1e-12 and np.abs(W.sum(axis=1) - 1).max() <= 1e-12
@@ -45,7 +47,7 @@ def test_every_kind_gives_valid_graph_and_metropolis_w(kind: str, n: int) -> Non
     check_mixing(t)
     assert t.kind == kind and 0.0 < t.spectral_gap <= 1.0
     if n == 1:
-        assert t.W.tolist() == [[1.0]] and t.spectral_gap == 1.0 and len(t.edges) == 0
+        assert t.W.toarray().tolist() == [[1.0]] and t.spectral_gap == 1.0 and len(t.edges) == 0
     expected = {"ring": n if n >= 3 else n - 1, "complete": n * (n - 1) // 2, "star": n - 1}
     if kind in expected:
         assert len(t.edges) == expected[kind]
@@ -56,7 +58,7 @@ def test_every_kind_gives_valid_graph_and_metropolis_w(kind: str, n: int) -> Non
 def test_uniform_weights_on_regular_graphs(kind: str, n: int) -> None:
     t = T.build_topology(kind, n, weights="uniform")
     check_mixing(t)
-    assert np.allclose(np.diag(t.W), 1.0 / (t.degrees[0] + 1))
+    assert np.allclose(t.W.diagonal(), 1.0 / (t.degrees[0] + 1))
 
 
 def test_uniform_weights_rejected_on_irregular_graph() -> None:
@@ -92,7 +94,7 @@ def test_torus_explicit_shape_and_bad_shape() -> None:
 @pytest.mark.parametrize("n", [3, 4, 5, 9, 16, 64])
 def test_ring_spectral_gap_closed_form(n: int) -> None:
     t = T.build_topology("ring", n)
-    assert np.allclose(t.W, (np.eye(n) + np.roll(np.eye(n), 1, 0) + np.roll(np.eye(n), -1, 0)) / 3)
+    assert np.allclose(t.W.toarray(), (np.eye(n) + np.roll(np.eye(n), 1, 0) + np.roll(np.eye(n), -1, 0)) / 3)
     lam = (1 + 2 * np.cos(2 * np.pi * np.arange(1, n) / n)) / 3
     assert t.spectral_gap == pytest.approx(1 - np.abs(lam).max(), abs=1e-12)
 
@@ -100,7 +102,7 @@ def test_ring_spectral_gap_closed_form(n: int) -> None:
 @pytest.mark.parametrize("n", [2, 5, 16])
 def test_complete_graph_is_one_step_averaging(n: int) -> None:
     t = T.build_topology("complete", n)
-    assert np.allclose(t.W, np.full((n, n), 1.0 / n), atol=1e-15)
+    assert np.allclose(t.W.toarray(), np.full((n, n), 1.0 / n), atol=1e-15)
     assert t.spectral_gap == pytest.approx(1.0, abs=1e-12)
 
 
@@ -116,7 +118,7 @@ def test_gossip_converges_at_spectral_rate(kind: str, n: int) -> None:
         assert np.allclose(Y.mean(axis=0), mean, atol=1e-12)  # doubly stochastic keeps the mean
         assert np.linalg.norm(Y - mean) <= (1 - t.spectral_gap) ** k * dist0 * (1 + 1e-9) + 1e-12
     # The slowest eigenvector decays at exactly 1 - gap per step, so the gap is not too small.
-    ev, vec = np.linalg.eigh(t.W)
+    ev, vec = np.linalg.eigh(t.W.toarray())
     v = vec[:, np.argsort(np.abs(ev))[-2]]
     assert np.linalg.norm(t.W @ v) == pytest.approx(1 - t.spectral_gap, abs=1e-10)
 
@@ -186,7 +188,7 @@ def test_bad_kind_n_and_weights() -> None:
 def test_user_matrix_accepted_and_each_rule_rejected() -> None:
     lazy = 0.5 * np.eye(4) + 0.25 * (np.roll(np.eye(4), 1, 0) + np.roll(np.eye(4), -1, 0))
     t = T.build_topology("ring", 4, weights=lazy)
-    assert np.array_equal(t.W, lazy) and t.spectral_gap == pytest.approx(0.5)
+    assert np.array_equal(t.W.toarray(), lazy) and t.spectral_gap == pytest.approx(0.5)
     e3, e4 = T.complete_edges(3), T.ring_edges(4)
     neg = np.full((3, 3), -0.1) + np.diag([1.3] * 3)
     cases = [(np.eye(3)[:2], e3, "square"), (np.array([[.5, .4, .1], [.5, .5, 0], [0, .1, .9]]), e3,
@@ -201,6 +203,16 @@ def test_user_matrix_accepted_and_each_rule_rejected() -> None:
     skew = np.full((3, 3), 1 / 3) + np.array([[0, 1, -1], [0, 1, -1], [0, 0, 0]]) * 0.01
     with pytest.raises(ConfigError, match="columns must sum"):
         T.validate_mixing(skew, 3, e3, tol=0.015)
+    # a sparse W breaks the same rule with the same message, down to the entry it names
+    for W, e, _ in cases[1:]:
+        with pytest.raises(ConfigError) as dense:
+            T.validate_mixing(W, W.shape[0], e)
+        with pytest.raises(ConfigError) as sparse:
+            T.validate_mixing(sp.coo_array(W), W.shape[0], e)
+        assert str(sparse.value) == str(dense.value)
+    with pytest.raises(ConfigError, match=r"square \(3, 3\), got shape \(2, 3\)"):
+        T.validate_mixing(sp.csr_array(np.eye(3)[:2]), 3, e3)
+    assert (T.validate_mixing(sp.coo_array(lazy), 4, e4) != sp.csr_array(lazy)).nnz == 0
 
 
 def test_topology_frozen_readonly_and_neighbors() -> None:
@@ -227,7 +239,7 @@ def test_schedule_deterministic_and_resumable(kind: str) -> None:
     back = T.TopologySchedule(kind, 12, change_every=3, seed=11, p=0.4)  # "resumed" run
     for r in reversed(rounds):
         assert np.array_equal(back.at(r).edges, seen[r].edges)
-        assert np.array_equal(back.at(r).W, seen[r].W)
+        assert np.array_equal(back.at(r).W.toarray(), seen[r].W.toarray())
         check_edges(seen[r])
         check_mixing(seen[r])
     assert np.array_equal(seen[0].edges, seen[2].edges)  # same period, same graph
@@ -239,7 +251,7 @@ def test_schedule_deterministic_and_resumable(kind: str) -> None:
     else:  # a relabeled copy: same degree multiset and spectrum
         static = T.build_topology(kind, 12)
         assert sorted(seen[14].degrees) == sorted(static.degrees)
-        assert np.allclose(np.linalg.eigvalsh(seen[14].W), np.linalg.eigvalsh(static.W))
+        assert np.allclose(np.linalg.eigvalsh(seen[14].W.toarray()), np.linalg.eigvalsh(static.W.toarray()))
 
 
 def test_schedule_rejects_bad_settings() -> None:
@@ -276,19 +288,21 @@ def test_local_blocks_reproduce_global_mix(kind: str, n: int, size: int) -> None
     owner = T.block_owner(n, size)
     blocks = T.local_blocks(t.W, owner, size=size)
     X = np.random.default_rng(1).normal(size=(n, 4))
-    W_back, Y = np.zeros_like(t.W), np.zeros_like(X)
+    W_back, Y = np.zeros((n, n)), np.zeros_like(X)
     for b in blocks:
         assert np.array_equal(b.nodes, np.flatnonzero(owner == b.rank))
         received = {}
         for q, ids in b.recv.items():  # the message rank q sends us, from q's own view
             assert np.array_equal(blocks[q].send[b.rank], ids) and np.all(owner[ids] == q)
-            assert np.all((b.W_remote[q] != 0).any(axis=0))  # nothing received goes unused
+            assert np.all((b.W_remote[q].toarray() != 0).any(axis=0))  # nothing received goes unused
             received[q] = X[blocks[q].send[b.rank]]
-            W_back[np.ix_(b.nodes, ids)] = b.W_remote[q]
+            W_back[np.ix_(b.nodes, ids)] = b.W_remote[q].toarray()
         assert set(b.send) == {q for q in range(size) if b.rank in blocks[q].recv}
-        W_back[np.ix_(b.nodes, b.nodes)] = b.W_local
+        W_back[np.ix_(b.nodes, b.nodes)] = b.W_local.toarray()
         Y[b.nodes] = b.mix(X[b.nodes], received)
-    assert np.array_equal(W_back, t.W)  # blocks hold every non-zero of W exactly once
+    assert np.array_equal(W_back, t.W.toarray())  # blocks hold every non-zero of W exactly once
+    dense = T.local_blocks(t.W.toarray(), owner, size=size)  # a dense W gives the same blocks
+    assert all((a.W_local != d.W_local).nnz == 0 and a.recv.keys() == d.recv.keys() for a, d in zip(blocks, dense))
     assert np.allclose(Y, t.W @ X, rtol=0, atol=1e-13)
 
 
@@ -363,7 +377,8 @@ def test_matrix_file_accepted_with_fractions(tmp_path) -> None:
                                 "1/4 0 1/4 1/2"])
     t = T.build_topology("ring", 4, weights=str(f))
     lazy = 0.5 * np.eye(4) + 0.25 * (np.roll(np.eye(4), 1, 0) + np.roll(np.eye(4), -1, 0))
-    assert np.array_equal(t.W, lazy) and t.spectral_gap == pytest.approx(0.5)
+    assert isinstance(T.read_matrix_file(f, 4), sp.csr_array)
+    assert np.array_equal(t.W.toarray(), lazy) and t.spectral_gap == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("rows,line,what", [
@@ -412,3 +427,64 @@ def test_schedule_from_config_uses_clients_as_nodes() -> None:
     assert np.array_equal(s.at(5).edges, ref.at(5).edges)
     torus = parse_config({"data": {"n_clients": 12}, "topology": {"kind": "torus", "shape": [2, 6]}})
     assert T.schedule_from_config(torus).at(0).neighbors(0) == [1, 5, 6]
+
+
+# -- issue 12: W is sparse; its parts (what a checkpoint stores) rebuild it exactly
+
+@pytest.mark.parametrize("kind,n", [("ring", 9), ("torus", 12), ("star", 7), ("erdos_renyi", 30), ("complete", 5),
+                                    ("ring", 1)])
+def test_sparse_parts_round_trip_exactly(kind: str, n: int) -> None:
+    t = T.build_topology(kind, n, p=0.3, seed=1)
+    ew, sw = T.sparse_parts(t.W, t.edges)
+    assert ew.dtype == sw.dtype == np.float64 and ew.shape == (len(t.edges),) and sw.shape == (n,)
+    dense = t.W.toarray()
+    assert np.array_equal(ew, dense[t.edges[:, 0], t.edges[:, 1]]) and np.array_equal(sw, np.diag(dense))
+    back = T.mixing_from_parts(n, t.edges, ew, sw)
+    assert isinstance(back, sp.csr_array) and (back != t.W).nnz == 0
+    assert np.array_equal(back.indptr, t.W.indptr) and np.array_equal(back.indices, t.W.indices)
+    for parts in (T.sparse_parts(dense, t.edges), T.sparse_parts(sp.coo_array(dense), t.edges)):
+        assert all(map(np.array_equal, parts, (ew, sw)))  # a dense /topology/W (old files) reads the same
+    with pytest.raises(ValueError, match="edge_weight"):
+        T.mixing_from_parts(n, t.edges, ew[:-1] if len(ew) else np.ones(1), sw)
+
+
+def test_a_zero_weight_edge_is_stored_as_zero_and_sends_nothing() -> None:
+    """A user W may leave an edge unused: W keeps no entry, its part is 0, no rank reads across it."""
+    W = np.array([[0.5, 0.5, 0, 0], [0.5, 0.25, 0.25, 0], [0, 0.25, 0.5, 0.25], [0, 0, 0.25, 0.75]])
+    t = T.build_topology("ring", 4, weights=W)  # edge (0, 3) is in the ring but has weight 0
+    assert t.W.nnz == 10 and t.edges.tolist() == [[0, 1], [0, 3], [1, 2], [2, 3]]
+    ew, sw = T.sparse_parts(t.W, t.edges)
+    assert ew.tolist() == [0.5, 0.0, 0.25, 0.25] and sw.tolist() == [0.5, 0.25, 0.5, 0.75]
+    assert (T.mixing_from_parts(4, t.edges, ew, sw) != t.W).nnz == 0
+    blocks = T.local_blocks(t.W, T.block_owner(4, 2), 2)
+    assert {q: v.tolist() for q, v in blocks[0].recv.items()} == {1: [2]}  # not node 3 (zero weight)
+
+
+def test_closed_form_gaps_equal_the_dense_eigenvalues() -> None:
+    """Ring, torus (every shape: sides of 1 and 2 included), complete and star, Metropolis and uniform."""
+    for n in range(1, 41):
+        shapes = [(r, n // r) for r in range(1, n + 1) if n % r == 0]
+        for kind, shape in [("ring", None), ("complete", None), ("star", None)] + [("torus", s) for s in shapes]:
+            for weights in ("metropolis", "uniform"):
+                if weights == "uniform" and kind == "star" and n > 2:
+                    continue  # irregular: rejected
+                t = T.build_topology(kind, n, shape=shape, weights=weights)
+                want = T.spectral_gap(t.W, "dense")
+                got = T.closed_form_gap(kind, n, shape)
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-13), (kind, n, shape, weights)
+    assert T.closed_form_gap("erdos_renyi", 10) is None and T.closed_form_gap("edges", 10) is None
+    with pytest.raises(ValueError, match="method"):
+        T.spectral_gap(np.eye(2), "lanczos")
+
+
+def test_erdos_renyi_large_draw_has_the_right_distribution() -> None:
+    """Above DENSE_MAX nodes pairs are drawn by geometric skips: every pair index decodes to i < j,
+    and the edge count is Binomial(n(n-1)/2, p)."""
+    n, p = T.DENSE_MAX + 500, 0.004
+    e = T.erdos_renyi_edges(n, p, np.random.default_rng(3))
+    assert e.dtype == np.int64 and np.all(e[:, 0] < e[:, 1]) and e.max() < n and T.is_connected(n, e)
+    pairs = n * (n - 1) / 2
+    assert abs(len(e) - p * pairs) < 5 * np.sqrt(pairs * p * (1 - p))
+    from fedmtl_hpc.comm.topology import _pairs_skipping
+    every = _pairs_skipping(30, 1.0, np.random.default_rng(0))  # p = 1: all pairs, in row-major order
+    assert every.tolist() == np.stack(np.triu_indices(30, 1), axis=1).tolist()

@@ -95,7 +95,9 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, cfg_file, ranks, top
     with h5py.File(final_ckpt(tmp_path / "full")) as f:
         t = f["topology"].attrs
         assert t["next_round"] == 6 and t["graph_round"] == 5 and "stateless" in t["schedule"]
-        assert f.attrs["mode"] == "decentralized" and f["topology/W"].shape == (24, 24)
+        assert f.attrs["mode"] == "decentralized" and "W" not in f["topology"]  # sparse: edges + weights
+        edges = f["topology/edges"][()]
+        assert f["topology/edge_weight"].shape == (len(edges),) and f["topology/self_weight"].shape == (24,)
         assert t["change_every"] == topology.get("change_every", 0)
 
 
