@@ -188,6 +188,11 @@ class TrainConfig:
                           "fedem, fedavg, fedavg_plus, fedprox, local); auto: wherever supported; off: the per-client loop")
     device: str = _f("cpu", _one_of("cpu", "cuda", "auto"), doc="cpu | cuda | auto (node-local GPU when present)")
     allow_oversubscribe: bool = _f(False, doc="let more ranks than GPUs share a node's GPUs")
+    wire_dtype: str = _f("float64", _one_of("float64", "float32"),
+                         doc="client-server: float64 | float32: dtype of the round's all-reduce; float32 packs the "
+                             "float64 payload into a float32 buffer and back (half the bytes_exchanged) and rounds "
+                             "each rank's partial sum and the cross-rank sum to float32, so results then depend on "
+                             "the number of ranks by a few float32 ulps; decentralized mode always sends float32 rows")
 
 
 @dataclass(frozen=True)
@@ -359,6 +364,9 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError(f"data.min_train must be <= data.max_train ({cfg.data.max_train}), got {cfg.data.min_train}")
     _check_data(cfg.data, cfg.model.name)
     _check_mtl(cfg)
+    if cfg.train.wire_dtype != "float64" and (cfg.program == "mtl" or cfg.algorithm.mode != "client-server"):
+        raise ConfigError(f"train.wire_dtype = {cfg.train.wire_dtype} applies to the federated client-server "
+                          f"all-reduce only, got algorithm.name {cfg.algorithm.name}, mode {cfg.algorithm.mode}")
     return cfg
 
 

@@ -36,7 +36,7 @@ from fedmtl_hpc.errors import ConfigError
 
 __all__ = ["RankEnv", "detect_local_rank", "parse_tasks_per_node", "pbs_node_counts",
            "node_count", "choose_device", "threads_per_rank", "scheduler_job_id",
-           "startup_report"]
+           "startup_report", "cuda_aware_mpi", "memory_kib", "reset_peak_memory"]
 
 Env = Mapping[str, str]
 LocalFallback = Callable[[], tuple[int, int]]
@@ -236,3 +236,44 @@ def startup_report(*, world_size: int, nodes: int | None, local: RankEnv, n_gpus
     return (f"fedmtl_hpc: {n(world_size, 'rank')} on {where} ({local.local_size} on this node, "
             f"launcher {local.launcher}), {job}, device {device} ({n(n_gpus, 'GPU')} visible), "
             f"{n(threads, 'thread')}/rank, torch {torch_version}, MPI {mpi}")
+
+
+def cuda_aware_mpi(env: Env, library: str, query: Callable[[], int] | None = None,
+                   ompi_info: Callable[[], str] | None = None) -> tuple[bool | None, str]:
+    """Can the MPI library take CUDA device buffers? ``(True | False | None for unknown, how it was told)``.
+
+    ``library``: ``MPI_Get_library_version``; ``query``: the library's ``MPIX_Query_cuda_support``
+    (a run-time answer, MPICH >= 4 and Open MPI; None where it has none); ``ompi_info``: returns
+    ``ompi_info --parsable --all`` (Open MPI's build answer; slow, asked only when ``query`` is None).
+    MPICH turns its GPU support off at run time with ``MPIR_CVAR_ENABLE_GPU=0``.
+    """
+    mpich = "MPICH" in library.upper() and "OPEN MPI" not in library.upper()
+    gpu_var = env.get("MPIR_CVAR_ENABLE_GPU", "").strip()
+    if mpich and gpu_var == "0":
+        return False, "MPIR_CVAR_ENABLE_GPU=0"
+    if query is not None:
+        return bool(query()), "MPIX_Query_cuda_support"
+    if "OPEN MPI" in library.upper() and ompi_info is not None:
+        m = re.search(r"mpi_built_with_cuda_support:value:(\w+)", ompi_info())
+        if m:
+            return m.group(1).lower() == "true", "ompi_info mpi_built_with_cuda_support"
+    return None, "the library does not say"
+
+
+def memory_kib(field: str = "VmRSS") -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in KiB, from /proc/self/status (Linux).
+
+    Unlike ru_maxrss, VmHWM starts afresh at exec (a worker does not inherit its parent's peak)
+    and can be reset (:func:`reset_peak_memory`)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_memory() -> int:
+    """Reset VmHWM to the current RSS (``/proc/self/clear_refs``, Linux >= 4.0); returns that RSS in KiB."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return memory_kib("VmRSS")

@@ -213,3 +213,19 @@ def test_startup_report_is_one_line():
     for part in ("8 ranks on 2 nodes", "4 on this node", "launcher slurm", "job 41",
                  "4 GPUs visible", "1 thread/rank", "torch 2.13.0", "MPI MPICH Version: 4.2.0"):
         assert part in line
+
+
+def test_peak_memory_is_read_and_reset_from_proc():
+    import numpy as np
+    from fedmtl_hpc.hpc import memory_kib, reset_peak_memory
+    try:
+        base = reset_peak_memory()
+    except OSError:
+        pytest.skip("no writable /proc/self/clear_refs here")
+    a = np.ones(64 << 20, dtype=np.uint8)      # 64 MiB touched
+    assert memory_kib("VmHWM") - base >= 60 * 1024
+    del a
+    after = reset_peak_memory()
+    assert memory_kib("VmHWM") - after < 8 * 1024   # the peak starts afresh at the current RSS
+    with pytest.raises(OSError):
+        memory_kib("NoSuchField")

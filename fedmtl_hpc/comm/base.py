@@ -65,6 +65,11 @@ class Communicator(Protocol):
     def allreduce_(self, buf) -> None:
         """Sum buf over all ranks, in place (one collective)."""
 
+    def plan_allreduce(self, buf) -> Exchange:
+        """Collective: ``allreduce_(buf)`` set up once for a buffer that stays put (same address and
+        size): ``run()`` per round, ``free()`` before the buffer goes; ``persistent`` says whether it
+        is an MPI-4 persistent collective or the blocking call."""
+
     def gather_rows(self, rows: np.ndarray, counts: list[int]) -> np.ndarray | None:
         """Concatenate every rank's ``[n_r, ...]`` rows on rank 0 (None elsewhere)."""
 
@@ -141,6 +146,18 @@ class SelfNeighborhood:
         pass
 
 
+class _SelfAllreduce:
+    """The planned all-reduce of the only rank: the sum is the buffer itself."""
+
+    persistent = False
+
+    def run(self) -> None:
+        pass
+
+    def free(self) -> None:
+        pass
+
+
 class _SelfRequest:
     """A request of the one-process double: sends complete at once, receives match queued sends."""
 
@@ -175,6 +192,10 @@ class SelfComm:
 
     def allreduce_(self, buf):
         as_numpy(buf)
+
+    def plan_allreduce(self, buf):
+        as_numpy(buf)   # the same buffer rules as MPI
+        return _SelfAllreduce()
 
     def gather_rows(self, rows, counts):
         return np.array(rows, copy=True)

@@ -9,21 +9,64 @@ contiguous derived datatype), so counts and displacements are row numbers
 and stay far below 2**31 whatever the model size. The round's exchange is an
 MPI-4 persistent collective (``Neighbor_alltoallv_init`` once per graph, then
 ``Start``/``Wait``): arguments are parsed once, not every round. Libraries
-without MPI-4 persistent collectives get the blocking call instead.
+without MPI-4 persistent collectives get the blocking call instead. The same
+holds for client-server mode's round all-reduce (``plan_allreduce``:
+``Allreduce_init`` per chunk); ``FEDMTL_PERSISTENT=0`` in the environment
+makes it the blocking ``Allreduce`` (same op, same bytes: a check, and a way
+around a library whose persistent collectives misbehave).
 """
 
 from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import weakref
 
 import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
 from .. import watchdog as _wd
+from ..errors import ConfigError
 from .base import as_numpy
 
-__all__ = ["MPIComm", "MPINeighborhood", "MPIExchange", "MPIWatchChannel", "library_version", "local_rank_and_size"]
+__all__ = ["MPIComm", "MPINeighborhood", "MPIExchange", "MPIAllreduce", "MPIWatchChannel", "library_version",
+           "local_rank_and_size", "persistent_wanted", "cuda_query"]
 
 _CHUNK = 2**31 - 1
+_LIVE: weakref.WeakSet = weakref.WeakSet()   # planned all-reduces (persistent requests) not yet freed
+
+
+@atexit.register  # registered after mpi4py's finalizer, so it runs before MPI_Finalize
+def _free_live() -> None:
+    if not MPI.Is_finalized():
+        for plan in list(_LIVE):
+            plan.free()
+
+
+def persistent_wanted(env=os.environ) -> bool:
+    """FEDMTL_PERSISTENT: unset or 1 = persistent collectives where the library has them, 0 = blocking calls."""
+    raw = env.get("FEDMTL_PERSISTENT", "1").strip()
+    if raw not in ("0", "1", ""):
+        raise ConfigError(f"environment variable FEDMTL_PERSISTENT must be 0 or 1, got {raw!r}")
+    return raw != "0"
+
+
+def cuda_query():
+    """``MPIX_Query_cuda_support`` of the loaded MPI library as a callable returning 0/1, or None
+    where the library has no such extension (mpi4py does not wrap it; MPICH and Open MPI export it)."""
+    try:
+        with open("/proc/self/maps") as fh:   # where mpi4py loaded libmpi from (not in the global namespace)
+            libs = dict.fromkeys(ln.split()[-1] for ln in fh if "libmpi" in ln.rsplit("/", 1)[-1])
+    except OSError:   # not Linux
+        libs = {}
+    for path in [*libs, None]:   # None: symbols the process already exports
+        fn = getattr(ctypes.CDLL(path), "MPIX_Query_cuda_support", None)
+        if fn is not None:
+            fn.restype, fn.argtypes = ctypes.c_int, []
+            return fn
+    return None
 
 
 def library_version() -> str:
@@ -65,6 +108,53 @@ class MPIExchange:
         if self.request is not None:
             self.request.Free()
         self.request, self.send, self.recv, self.freed = None, None, None, True  # let the buffers go
+
+
+def _ompi_info() -> str:
+    import subprocess
+    try:
+        return subprocess.run(["ompi_info", "--parsable", "--all"], capture_output=True, text=True,
+                              timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class MPIAllreduce:
+    """One planned in-place sum over a fixed buffer: persistent ``Allreduce_init`` requests (one per
+    chunk of < 2**31 elements), or the blocking ``Allreduce`` where ``persistent`` is off or the
+    library lacks MPI-4 persistent collectives. Same op on the same bytes either way."""
+
+    def __init__(self, comm: MPI.Comm, buf, persistent: bool):
+        a = as_numpy(buf).reshape(-1)
+        self.comm, self.buf = comm, a      # the plan keeps its buffer alive
+        self.chunks = [a[i:i + _CHUNK] for i in range(0, max(a.size, 1), _CHUNK)]
+        self.requests: list = []
+        if persistent:
+            try:
+                self.requests = [comm.Allreduce_init(MPI.IN_PLACE, c, op=MPI.SUM) for c in self.chunks]
+            except (AttributeError, NotImplementedError):  # mpi4py < 4 / MPI library < 4.0
+                self.requests = []
+        self.persistent = bool(self.requests)
+        _LIVE.add(self)
+
+    def run(self) -> None:
+        _wd.enter(_wd.ALLREDUCE)
+        if len(self.requests) == 1:   # the usual case: no request list to build
+            self.requests[0].Start()
+            self.requests[0].Wait()
+        elif self.requests:
+            MPI.Prequest.Startall(self.requests)
+            MPI.Request.Waitall(self.requests)
+        else:
+            for c in self.chunks:
+                self.comm.Allreduce(MPI.IN_PLACE, c, op=MPI.SUM)
+        _wd.leave()
+
+    def free(self) -> None:
+        for r in self.requests:
+            r.Free()
+        self.requests, self.chunks, self.buf = [], [], None
+        _LIVE.discard(self)
 
 
 class MPINeighborhood:
@@ -122,6 +212,20 @@ class MPIComm:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.library = library_version()
+        self.persistent = None   # FEDMTL_PERSISTENT, read at the first plan_allreduce
+
+    def cuda_aware(self, ask_ompi_info: bool = False) -> tuple[bool | None, str]:
+        """``hpc.cuda_aware_mpi`` for this library (``ask_ompi_info``: may run ``ompi_info``, ~1 s)."""
+        from ..hpc import cuda_aware_mpi
+        return cuda_aware_mpi(os.environ, self.library, cuda_query(), _ompi_info if ask_ompi_info else None)
+
+    def plan_allreduce(self, buf) -> MPIAllreduce:
+        """Collective: ``allreduce_(buf)`` set up once for a buffer that stays put; ``run()`` per round."""
+        if self.persistent is None:
+            self.persistent = persistent_wanted()
+        plan = MPIAllreduce(self.comm, buf, self.persistent)
+        self.persistent = plan.persistent   # detected once: a library without it is not asked again
+        return plan
 
     def allreduce_(self, buf) -> None:
         a = as_numpy(buf).reshape(-1)

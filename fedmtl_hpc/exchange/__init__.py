@@ -27,6 +27,9 @@ class Exchange(Protocol):
         """The stack client i (local index; global id cid) trains from."""
     def trained(self, i: int, cid: int, scale: float, res) -> None:
         """Record a trained client's result (scale = n_t / n)."""
+    def trained_batch(self, idx, cids, scales, res) -> None:
+        """The batched path's ``trained``: the rank's trained clients at once (numpy local indices,
+        client ids and scales; ``res`` a ``batched.BatchResult`` with rows in that order)."""
     def idle(self, idx, cids, scales) -> None:
         """Record the rank's clients not sampled this round (numpy arrays, in id order: local
         indices, client ids, scales n_t / n); called once per round, before any ``trained``."""
