@@ -48,10 +48,9 @@ SPECS = {
 
 
 def _status_mb(key: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process, MB. Unlike ru_maxrss, VmHWM starts afresh at exec,
-    so a worker does not inherit the peak of the process that forked it."""
-    with open("/proc/self/status") as fh:
-        return next(int(x.split()[1]) for x in fh if x.startswith(key + ":")) / 1024
+    """VmRSS (now) or VmHWM (peak: starts afresh at exec, unlike ru_maxrss) of this process, MB."""
+    from fedmtl_hpc.hpc import memory_kib
+    return memory_kib(key) / 1024
 
 
 def fabricate(base: Path, leaf_scale: float) -> None:

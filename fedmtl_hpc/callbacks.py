@@ -94,7 +94,8 @@ class Progress(Callback):
 
 
 class Checkpoint(Callback):
-    """Every ``every`` rounds, after the last round and on a stop: gather state, rank 0 writes."""
+    """Every ``every`` rounds, after the last round and on a stop: each rank writes its shard,
+    rank 0 the master (one file on one rank; see checkpoint.py)."""
 
     def __init__(self, directory: str, every: int, keep: int):
         self.directory, self.every, self.keep = directory, every, keep
@@ -105,8 +106,9 @@ class Checkpoint(Callback):
         if not due:
             return
         t0 = time.perf_counter()
-        snap = engine.snapshot()  # collective: every rank; rank 0 gets the Snapshot
+        snap = engine.snapshot()  # collective: every rank (its rows, or None off rank 0 if it gathered)
+        path = ckpt.save(snap, self.directory, self.keep, engine.comm)   # collective when sharded
         if engine.comm.rank == 0:
-            self.last_path = ckpt.save(snap, self.directory, self.keep)
+            self.last_path = path
         engine.window["t_checkpoint"] += time.perf_counter() - t0
 

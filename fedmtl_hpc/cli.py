@@ -93,6 +93,8 @@ def _inspect(path: str, as_json: bool) -> int:
         print(f"  round {info['round']}/{info.get('rounds_total', '?')}, algorithm {info['algorithm']}, "
               f"{info['n_clients']} clients, {info['n_shared']} shared component(s) x {info['n_params']} params")
     print(f"  config sha256 {info['config_sha256']}, partition {info['partition']}")
+    for sh in info["shards"]:   # written by more than one rank: the master's rows live in these files
+        print(f"  shard {sh['file']}  rows {sh['rows'][0]}..{sh['rows'][1] - 1}, verified")
     for name, shape in sorted(info["datasets"].items()):
         print(f"  /{name:<28} {shape}")
     return 0

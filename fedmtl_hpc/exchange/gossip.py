@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..comm.gossip import Gossip, rank_hops
-from ..comm.topology import local_blocks, schedule_from_config
+from ..comm.topology import local_blocks, schedule_from_config, sparse_parts
 from ..errors import CheckpointError
 
 __all__ = ["GossipExchange", "check_config", "SCHEDULE_NOTE"]
@@ -112,6 +112,9 @@ class GossipExchange:
     def trained(self, i, cid, scale, res):
         self.params[i].copy_(res.params)
 
+    def trained_batch(self, idx, cids, scales, res):
+        self.params.index_copy_(0, torch.from_numpy(idx), res.params.to(self.params.dtype))
+
     def idle(self, idx, cids, scales):
         pass   # a client that did not train keeps its own copy
 
@@ -153,11 +156,18 @@ class GossipExchange:
         return {"components": self.params}
 
     def finish_snapshot(self, snap) -> None:
-        """/global/params = the network average; /topology = the last round's graph + schedule state."""
-        snap.shared = snap.client_state["components"].astype(np.float64).mean(axis=0).astype(np.float32)
+        """/global/params = the network average; /topology = the last round's graph + schedule state:
+        edges, W on each edge and W's diagonal (O(E + N); the dense W is never formed).
+
+        Collective: ``snap.client_state`` holds this rank's rows only (sharded checkpoints).
+        """
+        total = snap.client_state["components"].astype(np.float64).sum(axis=0)
+        self.engine.comm.allreduce_(total)
+        snap.shared = (total / self.engine.dataset.n_clients).astype(np.float32)
         rnd = self.engine.round
         topo, t = self.schedule.at(max(rnd - 1, 0)), self.cfg.topology
-        snap.topology = {"edges": topo.edges, "W": topo.W, "attrs": {
+        edge_weight, self_weight = sparse_parts(topo.W, topo.edges)
+        snap.topology = {"edges": topo.edges, "edge_weight": edge_weight, "self_weight": self_weight, "attrs": {
             "kind": topo.kind, "weights": t.weights, "seed": t.seed, "change_every": t.change_every,
             "p": t.p, "n_nodes": topo.n, "spectral_gap": topo.spectral_gap,
             "graph_round": max(rnd - 1, 0), "period": self.schedule.period(max(rnd - 1, 0)),
@@ -171,8 +181,12 @@ class GossipExchange:
                                   f"not a decentralized run of this config")
         if snap.topology is None:
             raise CheckpointError("checkpoint holds no /topology: not a decentralized run")
-        topo = self.schedule.at(max(snap.round - 1, 0))
-        if not (np.array_equal(topo.edges, snap.topology["edges"]) and np.array_equal(topo.W, snap.topology["W"])):
+        topo, saved = self.schedule.at(max(snap.round - 1, 0)), snap.topology
+        same = np.array_equal(topo.edges, saved["edges"])
+        if same:  # (edges, W on the edges, diagonal) is all of W: exact equality without the dense W
+            same = all(map(np.array_equal, sparse_parts(topo.W, topo.edges),
+                           (saved["edge_weight"], saved["self_weight"])))
+        if not same:
             raise CheckpointError("the topology differs from the checkpoint's /topology (edge or matrix "
                                   "file changed?); refusing to resume on another graph")
         self._sync_graph(snap.round)

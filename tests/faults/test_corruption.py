@@ -6,10 +6,15 @@ the file -- every dataset's dtype, shape and bytes, every attribute of every obj
 back equal to the original's. A few examples go through the CLI (``fedmtl-hpc inspect``:
 exit 2 and one line, or exit 0 and unchanged content), and ``resume`` with the newest of
 two checkpoints corrupted falls back to the older one with one warning line.
+
+The run has two ranks, so a checkpoint is a set: the master file and one shard per rank
+(``ckpt-<round>.shards-2/``). Each example mutates one file of the set (the master or a
+shard) and places it beside untouched copies of the others.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -73,8 +78,21 @@ class _Original(tuple):
 
 @pytest.fixture(scope="module")
 def original(run_dir):
-    path = ck.list_checkpoints(str(run_dir / "checkpoints"))[-1]
-    return _Original((path, Path(path).read_bytes(), content(path)))
+    """(master path, {relative name: bytes} of every file of the set, content of the master)."""
+    path = Path(ck.list_checkpoints(str(run_dir / "checkpoints"))[-1])
+    files = {path.name: path.read_bytes()}
+    for sh in ck.verify(str(path))["shards"]:
+        files[sh["file"]] = (path.parent / sh["file"]).read_bytes()
+    assert len(files) == 3, files.keys()   # the master and two shards
+    return _Original((str(path), files, content(path)))
+
+
+def place(d: Path, files: dict, target: str, data: bytes) -> Path:
+    """Write the checkpoint set into d with ``target`` replaced by ``data``; return the master path."""
+    for name, b in files.items():
+        os.makedirs((d / name).parent, exist_ok=True)
+        (d / name).write_bytes(data if name == target else b)
+    return d / next(iter(files))
 
 
 def mutate(data: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
@@ -102,50 +120,77 @@ flips = st.lists(st.tuples(st.integers(min_value=0, max_value=2**31), st.integer
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flips=flips, cut=st.none() | st.integers(min_value=0, max_value=2**31))
-@example(flips=[(0, 1)], cut=None)          # the HDF5 signature
-@example(flips=[(7, 0x80)], cut=None)
-@example(flips=[(0, 0)], cut=100)          # truncated inside the metadata
-def test_flipped_or_truncated_bytes_are_caught_or_harmless(original, tmp_path_factory, flips, cut):
-    path, data, reference = original
+@given(which=st.integers(min_value=0, max_value=2), flips=flips,
+       cut=st.none() | st.integers(min_value=0, max_value=2**31))
+@example(which=0, flips=[(0, 1)], cut=None)          # the HDF5 signature
+@example(which=1, flips=[(0, 1)], cut=None)
+@example(which=0, flips=[(7, 0x80)], cut=None)
+@example(which=2, flips=[(0, 0)], cut=100)          # truncated inside the metadata
+def test_flipped_or_truncated_bytes_are_caught_or_harmless(original, tmp_path_factory, which, flips, cut):
+    """which: 0 the master, 1 and 2 the shards."""
+    path, files, reference = original
+    target = list(files)[which]
     d = tmp_path_factory.mktemp("mut", numbered=True)
-    bad = d / "ckpt-000004.h5"
-    bad.write_bytes(mutate(data, flips, cut))
+    bad = place(d, files, target, mutate(files[target], flips, cut))
     try:
         check_caught_or_unchanged(bad, reference)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize("what", ["attribute", "config text", "dataset bytes", "truncated"])
+@pytest.mark.parametrize("what", ["attribute", "config text", "dataset bytes", "truncated",
+                                  "shard bytes", "shard attribute", "shard missing", "other shard"])
 def test_targeted_corruptions_are_caught(original, tmp_path, what):
-    """Bytes that carry meaning: an attribute value, the stored config text, array data, the tail."""
-    path, data, reference = original
-    b = bytearray(data)
+    """Bytes that carry meaning: an attribute value, the stored config text, array data, the tail;
+    a shard's client rows or its row range; a missing shard; a valid shard of another checkpoint."""
+    path, files, reference = original
+    master, shard = list(files)[0], list(files)[1]
+    target, b = master, bytearray(files[master])
     if what == "attribute":
-        i = data.index(b"fedem")  # the /algorithm attribute's value (and the config text's)
+        i = b.index(b"fedem")  # the /algorithm attribute's value (and the config text's)
         b[i] ^= 0x01
     elif what == "config text":
-        i = data.index(b"n_clients: 24")
+        i = b.index(b"n_clients: 24")
         b[i + len("n_clients: ")] = ord("5")   # 24 -> 54 in the stored YAML
     elif what == "dataset bytes":
         with h5py.File(path, "r") as f:
             off = f["global/params"].id.get_chunk_info(0).byte_offset
         b[off + 3] ^= 0x10
-    else:
+    elif what == "truncated":
         b = b[: len(b) * 2 // 3]
-    bad = tmp_path / "ckpt-000004.h5"
-    bad.write_bytes(bytes(b))
+    elif what == "shard bytes":
+        target, b = shard, bytearray(files[shard])
+        with h5py.File(Path(path).parent / shard, "r") as f:
+            off = f["clients/state/pi"].id.get_chunk_info(0).byte_offset
+        b[off] ^= 0x04
+    elif what == "shard attribute":   # row_start 0 -> 1: the shard no longer matches the master's record
+        target = shard
+        tmp = tmp_path / "edit.h5"
+        tmp.write_bytes(files[shard])
+        with h5py.File(tmp, "r+") as f:  # a consistent, re-sealed shard with other rows
+            f.attrs["row_start"] = 1
+            f.attrs["content_sha256"] = ck._content_digest(f)[0]
+        b = bytearray(tmp.read_bytes())
+    bad = place(tmp_path / "set", files, target, bytes(b))
+    if what == "shard missing":
+        os.remove(tmp_path / "set" / shard)
+    elif what == "other shard":   # the older checkpoint's shard 0 under this one's name
+        older = ck.list_checkpoints(str(Path(path).parent))[-2]
+        (tmp_path / "set" / shard).write_bytes(
+            (Path(older).parent / ck.verify(older)["shards"][0]["file"]).read_bytes())
     assert check_caught_or_unchanged(bad, reference) == "invalid"
+    with pytest.raises(CheckpointError, match="shard" if what.startswith(("shard", "other")) else "."):
+        ck.verify(str(bad))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_inspect_cli_reports_corruption_in_one_line_exit_2(original, tmp_path, seed):
-    path, data, reference = original
+    path, files, reference = original
     rng = np.random.default_rng(seed)
+    target = list(files)[seed % 3]
+    data = files[target]
     flips = [(int(rng.integers(len(data))), int(rng.integers(1, 256))) for _ in range(4)]
-    bad = tmp_path / "ckpt-000004.h5"
-    bad.write_bytes(mutate(data, flips, None))
+    bad = place(tmp_path, files, target, mutate(data, flips, None))
     p = fedmtl(["inspect", str(bad)], timeout=120)
     if p.returncode == 0:  # the flips landed where nothing is read: the content must be the same
         assert content(bad) == reference
@@ -157,29 +202,36 @@ def test_inspect_cli_reports_corruption_in_one_line_exit_2(original, tmp_path, s
 
 
 def test_inspect_cli_on_a_truncated_checkpoint(original, tmp_path):
-    path, data, reference = original
-    bad = tmp_path / "ckpt-000004.h5"
-    bad.write_bytes(data[: len(data) // 2])
+    path, files, reference = original
+    master = list(files)[0]
+    bad = place(tmp_path, files, master, files[master][: len(files[master]) // 2])
     p = fedmtl(["inspect", str(bad)], timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert p.stderr.startswith(f"checkpoint error: {bad}"), p.stderr
 
 
-def test_resume_skips_a_corrupted_newest_checkpoint_with_a_warning(run_dir, tmp_path):
-    """Two checkpoints, the newest corrupted: resume warns in one line and continues from the older."""
+@pytest.mark.parametrize("fault", ["corrupt shard", "missing shard"])
+def test_resume_skips_a_corrupted_newest_checkpoint_with_a_warning(run_dir, tmp_path, fault):
+    """Two checkpoints, a shard of the newest corrupted or missing: resume warns in one line
+    naming the master and the shard, and continues from the older one."""
     d = tmp_path / "run"
     shutil.copytree(run_dir, d)
     files = ck.list_checkpoints(str(d / "checkpoints"))
     assert [Path(f).name for f in files] == ["ckpt-000002.h5", "ckpt-000004.h5"]
     newest = Path(files[-1])
-    b = bytearray(newest.read_bytes())
-    with h5py.File(newest, "r") as f:
-        off = f["clients/state/pi"].id.get_chunk_info(0).byte_offset
-    b[off] ^= 0xFF
-    newest.write_bytes(bytes(b))
+    shard = newest.parent / ck.verify(str(newest))["shards"][1]["file"]
+    if fault == "missing shard":
+        shard.unlink()
+    else:
+        b = bytearray(shard.read_bytes())
+        with h5py.File(shard, "r") as f:
+            off = f["clients/state/pi"].id.get_chunk_info(0).byte_offset
+        b[off] ^= 0xFF
+        shard.write_bytes(bytes(b))
     p = fedmtl(["resume", str(d), "--set", "run.rounds=6"], n=2, timeout=300)
     assert p.returncode == 0, p.stderr
     warn = [ln for ln in p.stdout.splitlines() if "skipping" in ln]
     assert len(warn) == 1 and warn[0].startswith("warning: skipping ") and str(newest) in warn[0], p.stdout
+    assert "shard-00001.h5" in warn[0] and ("missing" if fault == "missing shard" else "damaged") in warn[0], warn
     assert f"resumed from {d}/checkpoints/ckpt-000002.h5 at round 2" in p.stdout, p.stdout
     assert ck.verify(ck.list_checkpoints(str(d / "checkpoints"))[-1])["round"] == 6
