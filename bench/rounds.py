@@ -79,7 +79,7 @@ def _worker(args) -> dict:
     return {"ranks": comm.size, "s_round": float(np.median(step)), "local_max": float(np.median(local)),
             "exchange_max": float(np.median(exch)), "outside": float(np.median((step - local) / step)),
             "balance": float(np.median(balance)),
-            "build_s": t_build, "bytes": engine.exchange.buffer.numel() * 8, "mpi": " ".join(comm.library.split()),
+            "build_s": t_build, "bytes": engine.exchange.buffer.numel() * engine.exchange.buffer.element_size(), "mpi": " ".join(comm.library.split()),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 

@@ -115,6 +115,11 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per cell before it is abandoned")
     ap.add_argument("--set", action="append", default=[], help="extra config override key=value")
     ap.add_argument("--mpiexec", help="mpiexec to use (default: the one next to this python)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 300 and 3,000 clients, 1 timed round (the full sizes are minutes each)")
+    ap.add_argument("--json", help="write the figures (one row per cell, with date and load) to this JSON file")
+    ap.add_argument("--png", help="draw the weak- and strong-scaling figure (plotting.scaling_figure) here")
+    ap.add_argument("--from-json", help="no runs: draw --png from a JSON written by --json")
     ap.add_argument("--worker", action="store_true", help="internal")
     ap.add_argument("--clients", type=int, help="internal")
     ap.add_argument("--part", type=float, help="internal")
@@ -122,11 +127,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return _worker(args)
+    if args.from_json:
+        return _figure(json.load(open(args.from_json))["rows"], args.png)
+    if args.quick:
+        args.sizes, args.rounds = "300,3000", 1
     mpiexec = args.mpiexec or shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     table = _parts(args.participation)
     print(f"# bench/scale.py: FedEM synthetic (d=150, M=3), {args.rounds} timed rounds + 1 warm-up; "
-          f"times max over ranks, median over rounds\n"
+          f"times max over ranks, median over rounds; a round is Engine.step() (local work + the all-reduce: "
+          f"no evaluation, no checkpoints); OMP_NUM_THREADS=1, 1 torch thread per rank\n"
           f"# date {time.strftime('%Y-%m-%d %H:%M:%S %z')}  cores {os.cpu_count()}  "
           f"load avg before {os.getloadavg()[0]:.2f}  overrides {args.set or '-'}", flush=True)
     print(f"{'clients':>9} {'part':>5} {'ranks':>5} {'path':>8} {'setup s':>8} {'s/round':>9} {'clients/s':>10} "
@@ -151,11 +161,25 @@ def main() -> None:
                     print(f"{n:>9} {part:>5g} {r:>5} {path:>8}  failed ({out.returncode}): {tail}", flush=True)
                     continue
                 res = json.loads(lines[-1][len("RESULT "):])
+                res["load"] = os.getloadavg()[0]
                 rows.append(res)
                 print(f"{n:>9} {part:>5g} {r:>5} {path:>8} {res['setup_s']:>8.2f} {res['s_round']:>9.4f} "
                       f"{res['trained'] / res['s_round']:>10.0f} {max(res['hwm_mb']):>12.0f} "
                       f"{sum(res['hwm_mb']):>7.0f} {os.getloadavg()[0]:>5.2f}", flush=True)
     _targets(rows)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cores": os.cpu_count(),
+                       "overrides": args.set, "rows": rows}, fh, indent=1)
+    if args.png:
+        _figure(rows, args.png)
+
+
+def _figure(rows: list[dict], png: str | None) -> None:
+    if not png:
+        raise SystemExit("bench/scale.py: --from-json needs --png")
+    from fedmtl_hpc.plotting import scaling_figure
+    print(f"figure: {scaling_figure(rows, png)}")
 
 
 def _targets(rows: list[dict]) -> None:

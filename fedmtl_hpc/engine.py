@@ -202,13 +202,16 @@ class Engine(Loop):
         if not len(sampled):
             return 0.0, 0.0
         if self.lazy:
-            block, _ = ClientBlock.build((self._regen(lo + int(i), test=False) for i in sampled),
-                                         int(self.sizes[lo + sampled].sum()))   # one copy, filled client by client
+            if hasattr(self.dataset, "train_block"):   # drawn straight into one block (synthetic)
+                block = self.dataset.train_block(lo + sampled, reuse=True)   # valid for this round
+            else:
+                block, _ = ClientBlock.build((self._regen(lo + int(i), test=False) for i in sampled),
+                                             int(self.sizes[lo + sampled].sum()))   # filled client by client
             sel = np.arange(len(sampled))
         else:
             block, sel = self.block, sampled
         seed = self.cfg.run.seed
-        gens = [rng.torch_stream(seed, rng.TRAIN, lo + int(i), r) for i in sampled]
+        gens = rng.TorchStreams(seed, rng.TRAIN, lo + sampled, r)     # seeds hashed at once, Generators on demand
         starts = [self.exchange.start(int(i), lo + int(i)) for i in sampled]
         starts = starts[0] if all(s is starts[0] for s in starts) else torch.stack(starts)
         idx = torch.from_numpy(sampled)
@@ -217,17 +220,13 @@ class Engine(Loop):
         for k, t in self.store.tensors.items():
             t[idx] = states[k]
         losses, params = res.losses, res.params
-        if not (np.isfinite(losses).all() and (params is None or bool(torch.isfinite(params).all()))):
+        # one float64 sum is finite iff every float32 entry is (float32 values cannot overflow it)
+        if not (np.isfinite(losses).all() and (params is None or math.isfinite(float(params.sum(dtype=torch.float64))))):
             for j, i in enumerate(sampled.tolist()):   # name the first bad client, as the loop would
                 check_local_result(LocalResult(None if params is None else params[j], float(losses[j])), lo + i, r)
-        w_s = loss_s = 0.0
-        for j, i in enumerate(sampled.tolist()):
-            wi = float(w[i])
-            self.exchange.trained(i, lo + i, wi * inv,
-                                  LocalResult(None if params is None else params[j], float(losses[j])))
-            w_s += wi
-            loss_s += wi * float(losses[j])
-        return w_s, loss_s
+        ws = w[sampled]
+        self.exchange.trained_batch(sampled, lo + sampled, ws * inv, res)   # the rank's clients at once
+        return float(ws.sum()), float((ws * losses).sum())
 
     def _build_clients(self) -> list[ClientData]:
         """The rank's training clients; where the batched path will run and the sizes are known,
@@ -309,22 +308,7 @@ class Engine(Loop):
         ref = self.exchange.reference()   # a collective in gossip mode: every rank, every evaluation
         ev_tr, ev_un = self._eval_masks()
         with torch.no_grad():
-            for i, cid in enumerate(self.train_ids):
-                if not ev_tr[cid]:
-                    continue
-                data = self.clients[i] if self.clients is not None else self._regen(cid)
-                shared, state = self._personal(data, self.exchange.eval_params(i, data.cid), self.store.state(i))
-                v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
-                    [self._correct(data, shared, state), data.n_test], dtype=torch.float64)
-            for j, cid in enumerate(self.unseen_ids):
-                if not ev_un[cid - n]:
-                    continue
-                data = self.unseen[j] if self.unseen is not None else self._regen(cid)
-                state = {key: val.clone() for key, val in self.algo.init_state(data.cid).items()}
-                self.algo.adapt(data, ref, state)
-                shared, state = self._personal(data, ref, state)
-                v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
-                    [self._correct(data, shared, state), data.n_test], dtype=torch.float64)
+            (self._evaluate_batched if self.batched else self._evaluate_loop)(v, ev_tr, ev_un, ref)
             if k:
                 self.exchange.fill_eval(v[-k:])
         self.comm.allreduce_(v)
@@ -344,6 +328,54 @@ class Engine(Loop):
             out["_unseen_test_acc"] = acc[n:].copy()
         return out
 
+    def _evaluate_loop(self, v: torch.Tensor, ev_tr: np.ndarray, ev_un: np.ndarray, ref) -> None:
+        """``evaluate``'s per-client work, client by client: the reference path. Fills v's
+        ``[correct, total]`` pairs of the clients this evaluation covers."""
+        n = self.dataset.n_clients
+        for i, cid in enumerate(self.train_ids):
+            if not ev_tr[cid]:
+                continue
+            data = self.clients[i] if self.clients is not None else self._regen(cid)
+            shared, state = self._personal(data, self.exchange.eval_params(i, data.cid), self.store.state(i))
+            v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
+                [self._correct(data, shared, state), data.n_test], dtype=torch.float64)
+        for j, cid in enumerate(self.unseen_ids):
+            if not ev_un[cid - n]:
+                continue
+            data = self.unseen[j] if self.unseen is not None else self._regen(cid)
+            state = {key: val.clone() for key, val in self.algo.init_state(data.cid).items()}
+            self.algo.adapt(data, ref, state)
+            shared, state = self._personal(data, ref, state)
+            v[2 * data.cid:2 * data.cid + 2] = torch.tensor(
+                [self._correct(data, shared, state), data.n_test], dtype=torch.float64)
+
+    def _evaluate_batched(self, v: torch.Tensor, ev_tr: np.ndarray, ev_un: np.ndarray, ref) -> None:
+        """``evaluate``'s per-client work on the batched path: chunks of ``EVAL_CLIENTS`` clients, each
+        one computation (``batched.correct_counts``); ``_evaluate_loop`` stays the reference."""
+        lo, n, seed, r = self.train_ids.start, self.dataset.n_clients, self.cfg.run.seed, self.round
+        un_lo = self.unseen_ids.start - n
+        for unseen, ids in ((False, np.flatnonzero(ev_tr[lo:self.train_ids.stop])),
+                            (True, np.flatnonzero(ev_un[un_lo:self.unseen_ids.stop - n]))):
+            for part in np.array_split(ids, -(-len(ids) // batched_mod.EVAL_CLIENTS)) if len(ids) else ():
+                if unseen:
+                    datas = [self.unseen[j] if self.unseen is not None else self._regen(n + un_lo + j)
+                             for j in part.tolist()]
+                    fresh = [self.algo.init_state(d.cid) for d in datas]
+                    states = {k: torch.stack([f[k] for f in fresh]) for k in self.store.tensors}
+                    shared = ref
+                else:
+                    datas = [self.clients[i] if self.clients is not None else self._regen(lo + i)
+                             for i in part.tolist()]
+                    starts = [self.exchange.eval_params(i, lo + i) for i in part.tolist()]
+                    shared = starts[0] if all(s is starts[0] for s in starts) else torch.stack(starts)
+                    idx = torch.from_numpy(part)
+                    states = {k: t[idx] for k, t in self.store.tensors.items()}   # copies: never written back
+                gens = lambda ds=datas: rng.TorchStreams(seed, rng.EVAL, [d.cid for d in ds], r)  # noqa: E731
+                correct = batched_mod.correct_counts(self.algo, datas, shared, states, gens, adapt=unseen)
+                cids = torch.tensor([d.cid for d in datas])
+                v[2 * cids] = torch.from_numpy(correct)
+                v[2 * cids + 1] = torch.tensor([float(d.n_test) for d in datas], dtype=torch.float64)
+
     def _eval_masks(self) -> tuple[np.ndarray, np.ndarray]:
         """Which training / unseen clients this evaluation covers (``run.eval_clients``)."""
         return eval_selection(self.cfg.run.seed, self.round, self.dataset.n_clients, self.dataset.n_unseen,
@@ -361,28 +393,28 @@ class Engine(Loop):
 
     # -- checkpoint --------------------------------------------------------------------
     def snapshot(self):
-        """Gather every client's state to rank 0 and build the Snapshot (None on other ranks).
+        """This rank's Snapshot: its own client rows on every rank (nothing is gathered: each rank
+        writes its shard, ``checkpoint.save``), the rest identical everywhere. Collective.
 
         The checkpoint is the union of what each part declares: the algorithm (shared stack,
         ``state_dict`` -> /algorithm), the client store (/clients/state), the exchange (each
         client's own components and /topology in gossip mode), the metrics table.
         """
         from .checkpoint import Snapshot
-        comm, cfg = self.comm, self.cfg
+        comm, cfg, rows = self.comm, self.cfg, self.train_ids
         tensors = {**self.store.tensors, **self.exchange.client_tensors()}
-        states = {k: comm.gather_rows(t.detach().cpu().numpy(), self.counts) for k, t in tensors.items()}
-        weights = comm.gather_rows(np.asarray(self.weights, dtype=np.float64), self.counts)
-        if comm.rank != 0:
-            return None
         snap = Snapshot(
             round=self.round, algorithm=cfg.algorithm.name, config_text=config_to_yaml(cfg),
             shared=self.shared.detach().cpu().numpy(), layout=self.model.layout.as_dict(),
-            client_ids=np.arange(self.dataset.n_clients, dtype=np.int64), client_weight=weights,
-            client_state=states, seed=cfg.run.seed, partition=self.dataset.partition_info(),
+            client_ids=np.arange(rows.start, rows.stop, dtype=np.int64),
+            client_weight=self.w_np.copy(),
+            client_state={k: t.detach().cpu().numpy() for k, t in tensors.items()},
+            seed=cfg.run.seed, partition=self.dataset.partition_info(),
             groups={"algorithm": self.algo.state_dict()},
             metrics=self.metrics.deterministic(),
             pending={"bytes_exchanged": self.window["bytes_exchanged"]},
-            attrs={"rounds_total": cfg.run.rounds, "world_size": comm.size})
+            attrs={"rounds_total": cfg.run.rounds, "world_size": comm.size},
+            n_rows=self.dataset.n_clients, row_start=rows.start)
         self.exchange.finish_snapshot(snap)
         return snap
 

@@ -23,7 +23,7 @@ from .errors import EXIT_BAD_INPUT, FedMTLError
 
 __all__ = ["PlotUnavailable", "HINT", "pyplot", "COLUMN_WIDTH", "DPI", "save", "partition_figure",
            "topology_figure", "accuracy_figure", "loss_figure", "client_accuracy_figure", "time_figure",
-           "consensus_figure", "objective_figure", "mixture_figure", "w_figure", "FORMATS"]
+           "consensus_figure", "objective_figure", "mixture_figure", "w_figure", "scaling_figure", "FORMATS"]
 
 HINT = "matplotlib is not installed; install it with: pip install 'fedmtl_hpc[plot]' (or: pip install matplotlib)"
 COLUMN_WIDTH = 3.4
@@ -359,3 +359,46 @@ def w_figure(w: np.ndarray, path, title: str = "") -> Path:
     w = np.asarray(w, float)
     lim = float(np.max(np.abs(w))) if w.size else 1.0
     return _heat(w.T, path, "feature j", "task t", r"$W_{jt}$", title, "cividis", -lim, lim)
+
+
+def scaling_figure(rows: list[dict], path) -> Path:
+    """bench/scale.py's JSON rows ({clients, ranks, path, trained, s_round}): strong scaling (left:
+    s/round vs ranks, one line per client count and path) and weak scaling (right: clients trained
+    per second vs clients, one line per rank count and path); log axes, loop dashed."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+    fig, (strong, weak) = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.4))
+    sizes = sorted({r["clients"] for r in rows})
+    ranks = sorted({r["ranks"] for r in rows})
+    style = {"loop": "--", "batched": "-"}
+    cols = _colors(max(len(sizes), len(ranks)))
+
+    def line(ax, xs, ys, col, mk, ls):
+        if xs:
+            ax.plot(xs, ys, color=col, marker=mk, linestyle=ls)
+    for i, n in enumerate(sizes):
+        for path_name, ls in style.items():
+            pts = sorted((r["ranks"], r["s_round"]) for r in rows if r["clients"] == n and r["path"] == path_name)
+            line(strong, [p[0] for p in pts], [p[1] for p in pts], cols[i], _MARKERS[i % len(_MARKERS)], ls)
+    for i, k in enumerate(ranks):
+        for path_name, ls in style.items():
+            pts = sorted((r["clients"], r["trained"] / r["s_round"]) for r in rows
+                         if r["ranks"] == k and r["path"] == path_name)
+            line(weak, [p[0] for p in pts], [p[1] for p in pts], cols[i], _MARKERS[i % len(_MARKERS)], ls)
+    strong.set_xlabel("ranks")
+    strong.set_ylabel("s / round")
+    strong.set_xticks(ranks)
+    weak.set_xlabel("clients")
+    weak.set_ylabel("clients trained / s")
+    for ax in (strong, weak):
+        ax.set_yscale("log")
+    weak.set_xscale("log")
+    handles = [Line2D([], [], color=cols[i], marker=_MARKERS[i % len(_MARKERS)]) for i in range(len(sizes))]
+    labels = [f"{n:,} clients (left)" for n in sizes]
+    handles += [Line2D([], [], color=cols[i], marker=_MARKERS[i % len(_MARKERS)]) for i in range(len(ranks))]
+    labels += [f"{k} rank{'s' * (k > 1)} (right)" for k in ranks]
+    handles += [Line2D([], [], color="0.2", linestyle=ls) for ls in style.values()]
+    labels += ["per-client loop", "batched"]
+    fig.set_size_inches(COLUMN_WIDTH, _height(len(labels), base=2.4))
+    _legend_below(fig, handles, labels)
+    return save(fig, path)

@@ -106,10 +106,24 @@ class Algorithm:
         if "shared" in views:
             views["shared"].add_(res.params, alpha=scale)
 
-    def accumulate_idle(self, views: dict[str, torch.Tensor], cids: list[int], scales: list[float]) -> None:
-        """Non-sampled clients contribute the current model (the unbiased rule); one add."""
-        if "shared" in views and cids:
-            views["shared"].add_(self.shared, alpha=sum(scales))
+    def accumulate_batch(self, views: dict[str, torch.Tensor], cids: np.ndarray, scales: np.ndarray, res) -> None:
+        """``accumulate`` of many trained clients at once (the batched path; ``res``: a ``BatchResult``,
+        rows in ``cids`` order): the default rule as one float64 weighted sum, any other rule client by
+        client, in order."""
+        if type(self).accumulate is not Algorithm.accumulate:
+            for j, cid in enumerate(cids.tolist()):
+                self.accumulate(views, cid, float(scales[j]),
+                                LocalResult(None if res.params is None else res.params[j], float(res.losses[j])))
+        elif "shared" in views and len(cids):
+            flat = res.params.reshape(len(cids), -1).double()
+            views["shared"].add_((torch.from_numpy(np.asarray(scales, dtype=np.float64)) @ flat).view_as(views["shared"]))
+
+    def accumulate_idle(self, views: dict[str, torch.Tensor], cids, scales) -> None:
+        """Non-sampled clients contribute the current model (the unbiased rule); one add
+        (``cids``/``scales``: sequences or arrays, in id order)."""
+        if "shared" in views and len(cids):
+            # numpy's cumsum adds in order, as Python's sum of a list did: the same alpha to the last bit
+            views["shared"].add_(self.shared, alpha=float(np.cumsum(scales, dtype=np.float64)[-1]))
 
     def finish_round(self, views: dict[str, torch.Tensor]) -> dict[str, float]:
         """The server step from the reduced payload; returns values of ``columns``."""
@@ -144,6 +158,16 @@ class Algorithm:
                     gen: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Evaluation only: the (shared, state) a client predicts with. Never flows back."""
         return shared, state
+
+    # batched evaluation (algorithms/batched.py): the same phases for A clients at once; an algorithm
+    # that has a batched path defines each next to the per-client method it mirrors
+    def adapt_batch(self, block, sel, shared: torch.Tensor, states: dict[str, torch.Tensor]) -> None:
+        """``adapt`` of the clients ``sel`` of ``block`` (states: their rows ``[A, ...]``, updated in place)."""
+
+    def personalize_batch(self, block, sel, shared: torch.Tensor, states: dict[str, torch.Tensor], gens):
+        """``personalize`` of the clients ``sel`` of ``block``: the (shared ``[K, P]`` or ``[A, K, P]``,
+        states) they predict with."""
+        return shared, states
 
     # -- checkpoint ------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -36,10 +36,11 @@ import torch
 from ..data.base import ClientBlock, ClientData
 
 __all__ = ["BatchResult", "supported", "algorithm_supports", "model_supports", "plan_batches",
-           "batched_sgd", "block_losses", "rows_of", "segment_mean", "expand_starts", "CHUNK_CLIENTS"]
+           "batched_sgd", "EStep", "block_losses", "rows_of", "segment_mean", "expand_starts", "ROWS", "ALIGN", "padded",
+           "stack_proba", "correct_counts", "EVAL_CLIENTS"]
 
-CHUNK_CLIENTS = 256      # clients per gathered minibatch tensor (bounds its memory: 256 x 128 x d floats)
-_ROWS = 1 << 16          # samples per chunk of the batched E-step / loss pass
+EVAL_CLIENTS = 128       # clients per batched evaluation (bounds the test tensor: 128 x n_test x d floats)
+_ROWS = 1 << 16          # samples per chunk of the batched E-step / loss pass (a multiple of ALIGN)
 
 
 @dataclass
@@ -57,10 +58,18 @@ def _defining(cls: type, name: str):
     return None
 
 
+_PAIRS = (("local_update", "local_update_batch"), ("predict_proba", "predict_batch"),
+          ("personalize", "personalize_batch"), ("adapt", "adapt_batch"))
+
+
 def algorithm_supports(algo) -> bool:
-    """The class defining ``local_update`` also defines ``local_update_batch``."""
-    owner = _defining(type(algo), "local_update")
-    return owner is not None and owner is _defining(type(algo), "local_update_batch")
+    """Each per-client phase (training, prediction, personalization, adaptation) is defined in the
+    same class as its batched twin, so a subclass overriding one falls back to the reference loop."""
+    for one, many in _PAIRS:
+        owner = _defining(type(algo), one)
+        if owner is None or owner is not _defining(type(algo), many):
+            return False
+    return True
 
 
 def model_supports(model) -> bool:
@@ -91,139 +100,268 @@ def expand_starts(starts: torch.Tensor, c: int) -> torch.Tensor:
 
 
 # -- the batch plan ------------------------------------------------------------------
+ROWS = 4096     # samples per gathered minibatch tensor (A = ROWS // width clients): 2.4 MB at d = 150, about L2
+ALIGN = 32      # widths and row counts are multiples of this: shapes depend on a client alone, and every
+                # element-wise op runs on whole SIMD vectors (torch's scalar tail loop rounds exp/log differently)
+
+
+def padded(b: np.ndarray | int, batch_size: int):
+    """Width a minibatch of b samples is padded to: a function of b alone, never of the other clients
+    that share its chunk or rank (rank-count invariance of the batched path)."""
+    cap = -(-batch_size // ALIGN) * ALIGN
+    return np.minimum(-(-np.asarray(b) // ALIGN) * ALIGN, cap)
+
+
+@dataclass
+class Task:
+    """One gathered computation: step ``s`` of the clients at sorted positions ``ids``, each batch
+    padded to ``w`` rows (block rows ``rows``, each batch's in increasing order, padding repeats its
+    last row at weight 0)."""
+
+    s: int
+    ids: torch.Tensor        # [A] int64 positions in the sorted stack
+    w: int
+    rows: torch.Tensor       # [A * w] int64 block rows
+    inv: torch.Tensor        # [A, 1, 1, w] float32: 1 / batch size on the batch's rows, 0 on padding
+    once: torch.Tensor       # [A, 1, 1, w] float32: 1 on rows in their first epoch (each sample once), else 0
+
+
 @dataclass
 class Plan:
     order: np.ndarray        # [C] position in the sorted stack -> index into sel
     steps: np.ndarray        # [C] steps of each sorted client
     active: np.ndarray       # [S] clients still training at step s (a prefix)
-    bs: torch.Tensor         # [C, S] int64 batch size of step s (0 past the end)
-    idx: torch.Tensor        # [C, S, B] int32 block rows of step s (padding: row 0)
-    width: np.ndarray        # [C, S] numpy copy of bs
+    seq: torch.Tensor        # every sorted client's draws (its randperms, concatenated) as block rows
+    seq_off: np.ndarray      # [C] where sorted client p's draws start in seq
+    n: np.ndarray            # [C] train samples of each sorted client
+    batch_size: int
+    tasks: list              # [Task], step by step
+
+    def batch(self, p: int, s: int) -> torch.Tensor:
+        """Block rows of step s of sorted client p (what ``sgd.batches`` yields, + its offset)."""
+        n, b = int(self.n[p]), self.batch_size
+        per = -(-n // b)
+        k = s % per
+        o = int(self.seq_off[p]) + (s // per) * n + k * b
+        return self.seq[o:o + min(b, n - k * b)]
 
 
-def _log_softmax(z: torch.Tensor) -> torch.Tensor:
-    """log_softmax over the last (small: the classes) dimension; faster than the kernel there."""
-    e = z - z.amax(-1, keepdim=True)
-    return e - e.exp().sum(-1, keepdim=True).log_()
+def _perms(n: np.ndarray, reps: np.ndarray, gens) -> list[torch.Tensor]:
+    """Each client's ``reps`` randperms, drawn in order from its stream as ``sgd.batches`` draws them.
+    ``gens``: Generators, or ``rng.TorchStreams`` (one Generator reseeded per client: no set-up each)."""
+    out = []
+    seeds = getattr(gens, "seeds", None)
+    if seeds is None:
+        for j, (m, r) in enumerate(zip(n.tolist(), reps.tolist())):
+            out.extend(torch.randperm(m, generator=gens[j]) for _ in range(r))
+        return out
+    g, randperm = torch.Generator(), torch.randperm
+    for sd, m, r in zip(seeds.tolist(), n.tolist(), reps.tolist()):
+        if r:
+            g.manual_seed(sd)
+            out.append(randperm(m, generator=g))
+            for _ in range(r - 1):
+                out.append(randperm(m, generator=g))
+    return out
 
 
-def _draws(n: int, cfg, gen: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-    """The sample order and batch sizes ``sgd.batches(n, cfg, gen)`` yields: its randperms,
-    drawn in the same order from ``gen``, without a generator round-trip per batch."""
-    if n == 0:
-        return torch.zeros(0, dtype=torch.int64), []
-    b = cfg.batch_size
-    epoch = [b] * (n // b) + ([n % b] if n % b else [])
+def plan_batches(n: np.ndarray, off: np.ndarray, cfg, gens, rows: int | None = None) -> Plan:
+    """Each client's batches exactly as ``sgd.batches`` draws them, as padded block rows, and the
+    tasks that run them: per step, clients grouped by padded width, ``rows`` samples a task."""
+    rows = ROWS if rows is None else rows
+    n = np.asarray(n, dtype=np.int64)
+    c, b = len(n), cfg.batch_size
+    per = -(-n // b)                                      # steps per epoch
     if cfg.local_steps:
-        reps = -(-cfg.local_steps // len(epoch))
-        sizes = (epoch * reps)[:cfg.local_steps]
+        steps = np.where(n > 0, cfg.local_steps, 0)
+        reps = -(-steps // np.maximum(per, 1))
     else:
-        reps, sizes = cfg.local_epochs, epoch * cfg.local_epochs
-    perms = torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])
-    return perms[:sum(sizes)], sizes
+        steps, reps = cfg.local_epochs * per, np.where(n > 0, cfg.local_epochs, 0)
+    order = np.lexsort((-n, -steps)) if c else np.zeros(0, dtype=np.int64)
+    perms = _perms(n[order], reps[order], _Reordered(gens, order))
+    ns, st = n[order], steps[order]
+    lens = ns * reps[order]
+    seq_off = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if c else lens
+    seq = torch.cat(perms) if perms else torch.zeros(0, dtype=torch.int64)
+    seq += torch.from_numpy(np.repeat(off[order], lens))   # local sample -> block row
+    seq_np = seq.numpy()
+    s_max = int(st.max()) if c else 0
+    active = (st[None, :] > np.arange(s_max)[:, None]).sum(1) if c else np.zeros(0, dtype=np.int64)
+    tasks, ar = [], np.arange(-(-b // ALIGN) * ALIGN)
+    for s, a_s in enumerate(active.tolist()):
+        nn, pp = ns[:a_s], per[order][:a_s]
+        k = s % pp
+        size = np.minimum(b, nn - k * b)
+        start = seq_off[:a_s] + (s // pp) * nn + k * b
+        wp = padded(size, b)
+        by_w = np.argsort(-wp, kind="stable")
+        cuts = np.flatnonzero(np.diff(wp[by_w])) + 1
+        for grp in np.split(by_w, cuts):
+            w = int(wp[grp[0]])
+            step = max(1, rows // w)
+            for g0 in range(0, len(grp), step):
+                ids = grp[g0:g0 + step]
+                sz = size[ids][:, None]
+                pad = ar[None, :w] >= sz
+                got = seq_np[start[ids][:, None] + np.minimum(ar[None, :w], sz - 1)]
+                # each batch's rows in increasing order (padding: its last row again): the gather then
+                # streams through memory (half the time of the drawn order); a batch's sum is order-free
+                # up to float rounding
+                got = np.where(pad, got.max(1, keepdims=True), got)
+                got.sort(axis=1)
+                inv = np.where(pad, np.float32(0), 1.0 / sz.astype(np.float32)).astype(np.float32)
+                once = (~pad & (s < pp[ids])[:, None]).astype(np.float32)
+                tasks.append(Task(s, torch.from_numpy(ids), w, torch.from_numpy(got.reshape(-1)),
+                                  torch.from_numpy(inv).view(len(ids), 1, 1, w),
+                                  torch.from_numpy(once).view(len(ids), 1, 1, w)))
+    return Plan(order, st, active, seq, seq_off, ns, b, tasks)
 
 
-def plan_batches(n: np.ndarray, off: np.ndarray, cfg, gens) -> Plan:
-    """Each client's batches exactly as ``sgd.batches`` draws them, as padded block rows."""
-    c = len(n)
-    draws = [_draws(int(n[j]), cfg, gens[j]) for j in range(c)]
-    steps = np.array([len(d[1]) for d in draws], dtype=np.int64)
-    order = np.lexsort((-np.asarray(n), -steps)) if c else np.zeros(0, dtype=np.int64)
-    s_max = int(steps.max()) if c else 0
-    width = np.zeros((c, s_max), dtype=np.int64)
-    b_max = 1
-    flat = []
-    for p, j in enumerate(order):
-        perm, sz = draws[j]
-        if sz:
-            width[p, :len(sz)] = sz
-            b_max = max(b_max, sz[0])
-            flat.append(perm + int(off[j]))
-    idx = torch.zeros((c, s_max, b_max), dtype=torch.int32)
-    if flat:
-        mask = torch.arange(b_max)[None, None, :] < torch.from_numpy(width)[..., None]
-        idx[mask] = torch.cat(flat).to(torch.int32)
-    active = (steps[order][None, :] > np.arange(s_max)[:, None]).sum(1) if c else np.zeros(0, dtype=np.int64)
-    return Plan(order, steps[order], active, torch.from_numpy(width), idx, width)
+class _Reordered:
+    """``gens`` (a list or ``rng.TorchStreams``) seen in the sorted order, without making Generators."""
+
+    def __init__(self, gens, order: np.ndarray):
+        self.gens, self.order = gens, order
+        seeds = getattr(gens, "seeds", None)
+        if seeds is not None:
+            self.seeds = seeds[order]
+
+    def __getitem__(self, j: int):
+        return self.gens[int(self.order[j])]
 
 
 # -- the batched closed-form gradient -------------------------------------------------------
-def _loss_grad(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
-               n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per client a: ``sum_k sum_i scale_aik CE(z_aik, y_ai)`` ``[A]`` and its gradient ``[A, K, P]``.
+def _log_probs(t: torch.Tensor, x: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Log-probabilities ``[A, K, C, w]`` of the stacks ``t [A, K, P]`` (weight ``[C, d]`` then bias
+    ``[C]``) on ``x [A, w, d]``. Samples run along the last dimension: the softmax over the few classes
+    is then element-wise over whole vectors of samples, and the matmul is a plain ``baddbmm``."""
+    a, k, _ = t.shape
+    d, kc = x.shape[2], k * n_classes
+    z = torch.baddbmm(t[..., n_classes * d:].reshape(a, kc, 1), t[..., :n_classes * d].reshape(a, kc, d),
+                      x.transpose(1, 2))
+    return torch.log_softmax(z.view(a, k, n_classes, -1), dim=2)
 
-    theta ``[A, K, P]`` (weight ``[C, d]`` then bias ``[C]``), x ``[A, w, d]``, y ``[A, w]``,
-    scale ``[A, w, K|1]`` (weights / batch size; 0 on padding). The batched form of
-    ``LinearModel.loss_grad_stack``: the K components' C classes are one ``K C``-column
-    matmul per client (``bmm``), so nothing is broadcast or copied per component.
-    """
-    a, k, p = theta.shape
-    w, d = x.shape[1], x.shape[2]
-    kc = k * n_classes
-    wt = theta[..., :n_classes * d].reshape(a, kc, d)                           # [A, K C, d]
-    bias = theta[..., n_classes * d:].reshape(a, 1, kc)
-    z = torch.baddbmm(bias, x, wt.transpose(1, 2)).view(a, w, k, n_classes)    # [A, w, K, C]
-    logp = _log_softmax(z)
-    yi = y[:, :, None, None].expand(a, w, k, 1)
-    loss = -logp.gather(-1, yi).squeeze(-1)                                       # [A, w, K]
+
+def _loss_grad(logp: torch.Tensor, ll: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per client a: ``sum_k sum_i scale_aki CE_aki`` ``[A]`` and its gradient (weight part ``[A, K, C d]``,
+    bias part ``[A, K, C]``) from the
+    log-probabilities ``logp [A, K, C, w]`` (consumed) and ``ll = logp`` at the labels ``[A, K, 1, w]``;
+    y ``[A, 1, 1, w]``, scale ``[A, K|1, 1, w]`` (weights / batch size; 0 on padding)."""
+    a, k, ncls, w = logp.shape
     dz = logp.exp_()
-    dz.scatter_(-1, yi, dz.gather(-1, yi) - 1.0)
-    dz.mul_(scale[..., None])
-    gw = torch.bmm(dz.view(a, w, kc).transpose(1, 2), x)                         # [A, K C, d]
-    grad = torch.cat([gw.view(a, k, n_classes * d), dz.sum(1)], dim=2)
-    return (loss * scale).sum((1, 2)), grad
+    dz.sub_(torch.arange(ncls).view(1, 1, ncls, 1).eq(y).to(dz.dtype))            # softmax - one-hot
+    dz.mul_(scale)
+    gw = torch.bmm(dz.view(a, k * ncls, w), x)                                     # [A, K C, d]
+    return -(ll * scale).sum((1, 2, 3)), gw.view(a, k, -1), dz.sum(3)
+
+
+@dataclass
+class EStep:
+    """FedEM's E-step folded into ``batched_sgd``: in, the clients' ``log_pi [C, K]`` and the stacks
+    the responsibilities are taken at (``[K, P]`` or ``[C, K, P]``: the start of their local work);
+    out, ``pi [C, K]`` (mean responsibilities) and ``nll [C]`` (mixture NLL), over every sample.
+
+    Each sample's responsibilities depend on that sample alone, so they are computed in the task that
+    trains on it, from the rows already gathered (at step 0 from the very logits that step uses)."""
+
+    log_pi: torch.Tensor
+    start: torch.Tensor
+    pi: torch.Tensor | None = None
+    nll: torch.Tensor | None = None
+
+    @staticmethod
+    def covers(n: np.ndarray, cfg) -> bool:
+        """Every sample is trained on in the first epoch (else the E-step runs as a pass of its own)."""
+        return not cfg.local_steps or not len(n) or cfg.local_steps >= int(-(-n.max() // cfg.batch_size))
+
+
+def _e_step(ll0: torch.Tensor, log_pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Responsibilities ``q [A, K, 1, w]`` and ``log sum_k pi_k p_k(y|x)`` ``[A, 1, 1, w]`` from the
+    start's log-likelihoods ``ll0 [A, K, 1, w]`` and ``log_pi [A, K]``."""
+    s = ll0 + log_pi[:, :, None, None]
+    lse = torch.logsumexp(s, dim=1, keepdim=True)
+    return s.sub_(lse).exp_(), lse
 
 
 def batched_sgd(model, theta: torch.Tensor, block: ClientBlock, sel: np.ndarray, cfg, gens, lr: float,
                 weights: torch.Tensor | None = None, mu: float = 0.0,
-                anchor: torch.Tensor | None = None) -> np.ndarray:
+                anchor: torch.Tensor | None = None, estep: EStep | None = None) -> np.ndarray:
     """``local_sgd`` for C clients at once; trains ``theta [C, K, P]`` in place.
 
     block/sel: the clients' samples (client j = block client ``sel[j]``); gens: their
-    streams (consumed exactly as ``local_sgd`` consumes them); weights: ``[N_block, K]``
-    per-sample weights over the block rows (FedEM's responsibilities) or None;
-    mu/anchor: FedProx's proximal gradient ``mu (theta - anchor)`` with anchor ``[C, K, P]``
-    or ``[K, P]`` (mu == 0: not evaluated). Returns each client's mean minibatch objective.
+    streams (consumed exactly as ``local_sgd`` consumes them; ``rng.TorchStreams`` or Generators);
+    weights: ``[K, N_block]`` per-sample weights over the block rows or None; estep: FedEM's
+    responsibilities as the weights, computed on the way (``EStep.covers`` must hold; fills
+    ``estep.pi``/``estep.nll``); mu/anchor: FedProx's proximal gradient ``mu (theta - anchor)`` with
+    anchor ``[C, K, P]`` or ``[K, P]`` (mu == 0: not evaluated). Returns each client's mean
+    minibatch objective.
     """
     n, off = block.n[sel], block.off[sel]
     plan = plan_batches(n, off, cfg, gens)
-    c = len(sel)
+    c, k = len(sel), theta.shape[1]
     order_t = torch.from_numpy(plan.order)
     th = theta[order_t] if c else theta                          # sorted copy
     anc = None
     if mu != 0.0:
         anc = anchor[order_t] if anchor.dim() == 3 else anchor
     buf = torch.zeros_like(th) if cfg.momentum > 0 else None
+    plain = not cfg.weight_decay and anc is None and buf is None
     total = torch.zeros(c, dtype=torch.float64)
+    if estep is not None:
+        log_pi = estep.log_pi[order_t]
+        start = estep.start[order_t] if estep.start.dim() == 3 else estep.start
+        pi_s, nll_s = torch.zeros(c, k, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
     x_all, y_all = block.x.flatten(1), block.y
     ncls = model.module.linear.out_features
-    for s, a_s in enumerate(plan.active):
-        for a0 in range(0, int(a_s), CHUNK_CLIENTS):
-            a1 = min(int(a_s), a0 + CHUNK_CLIENTS)
-            w = int(plan.width[a0:a1, s].max())
-            rows = plan.idx[a0:a1, s, :w].reshape(-1).long()
-            xb = x_all.index_select(0, rows).view(a1 - a0, w, -1)
-            yb = y_all.index_select(0, rows).view(a1 - a0, w)
-            b = plan.bs[a0:a1, s]
-            valid = torch.arange(w)[None, :] < b[:, None]
-            if weights is None:
-                scale = torch.where(valid, 1.0 / b[:, None].to(xb.dtype), 0.0)[:, :, None]
+    most = max((len(t.rows) for t in plan.tasks), default=0)
+    xbuf = torch.empty(most, x_all.shape[1], dtype=x_all.dtype)     # reused: no page faults per task
+    for task in plan.tasks:
+        ids, w, rows = task.ids, task.w, task.rows
+        a = len(ids)
+        xb = torch.index_select(x_all, 0, rows, out=xbuf[:a * w]).view(a, w, -1)
+        yb = y_all.index_select(0, rows).view(a, 1, 1, w)
+        t = th.index_select(0, ids)
+        logp = _log_probs(t, xb, ncls)
+        ll = logp.gather(2, yb.expand(a, k, 1, w))
+        if estep is not None:
+            if task.s == 0:      # nothing trained yet: the start's log-likelihoods are these
+                ll0 = ll
             else:
-                wq = weights.index_select(0, rows).view(a1 - a0, w, -1)     # [A, w, K]
-                scale = torch.where(valid[:, :, None], wq / b[:, None, None].to(wq.dtype), 0.0)
-            t = th[a0:a1]
-            obj, grad = _loss_grad(t, xb, yb, scale, ncls)
+                t0 = start.index_select(0, ids) if start.dim() == 3 else start.expand(a, *start.shape)
+                ll0 = _log_probs(t0, xb, ncls).gather(2, yb.expand(a, k, 1, w))
+            q, lse = _e_step(ll0, log_pi.index_select(0, ids))
+            pi_s.index_add_(0, ids, (q * task.once).sum((2, 3), dtype=torch.float64))       # each sample once
+            nll_s.index_add_(0, ids, (lse * task.once).sum((1, 2, 3), dtype=torch.float64).neg_())
+            scale = q.mul_(task.inv)
+        elif weights is not None:
+            scale = weights.index_select(1, rows).view(-1, a, 1, w).transpose(0, 1).mul_(task.inv)   # [A, K, 1, w]
+        else:
+            scale = task.inv
+        obj, gw, gb = _loss_grad(logp, ll, xb, yb, scale)
+        if not plain:
+            grad = torch.cat([gw, gb], dim=2)
             if cfg.weight_decay:
                 grad.add_(t, alpha=cfg.weight_decay)
             if anc is not None:
-                grad.add_((t - (anc[a0:a1] if anc.dim() == 3 else anc)).mul_(mu))
+                grad.add_((t - (anc.index_select(0, ids) if anc.dim() == 3 else anc)).mul_(mu))
             if buf is not None:
-                grad = buf[a0:a1].mul_(cfg.momentum).add_(grad)
+                grad = buf.index_select(0, ids).mul_(cfg.momentum).add_(grad)
+                buf.index_copy_(0, ids, grad)
             t.add_(grad, alpha=-lr)
-            total[a0:a1] += obj.double()
+        else:                # plain SGD: the two parts in place, no [A, K, P] gradient assembled
+            t[..., :gw.shape[2]].add_(gw, alpha=-lr)
+            t[..., gw.shape[2]:].add_(gb, alpha=-lr)
+        th.index_copy_(0, ids, t)
+        total.index_add_(0, ids, obj.double())
     out = total / torch.from_numpy(np.maximum(plan.steps, 1)).double()
     if c:
         theta[order_t] = th
+    if estep is not None:
+        cnt = torch.from_numpy(np.maximum(plan.n, 1)).double()
+        back = torch.from_numpy(np.argsort(plan.order))              # sorted position of client j
+        estep.pi = (pi_s / cnt[:, None]).to(estep.log_pi.dtype)[back]
+        estep.nll = (nll_s / cnt)[back]
     res = np.empty(c)
     res[plan.order] = out.numpy()
     return res
@@ -241,43 +379,97 @@ def rows_of(block: ClientBlock, sel: np.ndarray) -> np.ndarray | None:
 
 
 def _sample_losses(model, stack: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample losses ``[B, K]`` of the K rows of ``stack``: one GEMM for the linear model."""
+    """Per-sample losses ``[K, B]`` of the K rows of ``stack``: one GEMM for the linear model."""
     if not model_supports(model):
-        return model.per_sample_loss(stack, x, y).T
+        return model.per_sample_loss(stack, x, y)
     k = stack.shape[0]
     ncls = model.module.linear.out_features
     x = x.flatten(1)
     d = x.shape[1]
+    # [B, K C] is MKL's fast orientation for this skinny product; samples then go last for the softmax
     z = torch.addmm(stack[:, ncls * d:].reshape(k * ncls), x, stack[:, :ncls * d].reshape(k * ncls, d).T)
-    logp = _log_softmax(z.view(-1, k, ncls))
-    return -logp.gather(-1, y[:, None, None].expand(-1, k, 1)).squeeze(-1)
+    logp = torch.log_softmax(z.T.contiguous().view(k, ncls, -1), dim=1)
+    return logp.gather(1, y.view(1, 1, -1).expand(k, 1, -1)).squeeze(1).neg_()
 
 
 def block_losses(model, stack: torch.Tensor, block: ClientBlock, sel: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Per-sample losses ``[N_sel, K]`` of one stack on the selected clients' samples (block order).
+    """Per-sample losses ``[K, N_sel]`` of one stack on the selected clients' samples (block order).
 
     Returns the losses and the block rows they belong to (None: all rows, in order).
     """
     rows = rows_of(block, sel)
     n_rows = block.x.shape[0] if rows is None else len(rows)
-    out = torch.empty(n_rows, stack.shape[0], dtype=stack.dtype)
+    out = torch.empty(stack.shape[0], n_rows, dtype=stack.dtype)
     with torch.no_grad():
         for r0 in range(0, n_rows, _ROWS):
             r1 = min(n_rows, r0 + _ROWS)
-            if rows is None:
-                x, y = block.x[r0:r1], block.y[r0:r1]
-            else:
-                rr = torch.from_numpy(rows[r0:r1])
-                x, y = block.x.index_select(0, rr), block.y.index_select(0, rr)
-            out[r0:r1] = _sample_losses(model, stack, x, y)
+            m = r1 - r0
+            # always a fresh (aligned) copy: MKL's rounding depends on the matrix's start address, and a
+            # view starts wherever the rank's block puts the client; padded (row 0) to whole vectors, >= 2 rows
+            rr = np.zeros(-(-m // ALIGN) * ALIGN, dtype=np.int64)
+            rr[:m] = np.arange(r0, r1) if rows is None else rows[r0:r1]
+            rr = torch.from_numpy(rr)
+            x, y = block.x.index_select(0, rr), block.y.index_select(0, rr)
+            out[:, r0:r1] = _sample_losses(model, stack, x, y)[:, :m]
     return out, rows
 
 
 def segment_mean(values: torch.Tensor, counts: np.ndarray) -> torch.Tensor:
-    """``[N, K]`` values in consecutive segments of ``counts`` rows -> per-segment means ``[C, K]``
+    """``[K, N]`` values in consecutive segments of ``counts`` columns -> per-segment means ``[C, K]``
     (summed in float64, rounded once)."""
     c = len(counts)
     seg = torch.from_numpy(np.repeat(np.arange(c), counts))
-    acc = torch.zeros(c, values.shape[1], dtype=torch.float64)
-    acc.index_add_(0, seg, values.double())
-    return (acc / torch.from_numpy(np.maximum(counts, 1)).double()[:, None]).to(values.dtype)
+    acc = torch.zeros(values.shape[0], c, dtype=torch.float64)
+    acc.index_add_(1, seg, values.double())
+    return (acc / torch.from_numpy(np.maximum(counts, 1)).double()).T.to(values.dtype)
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def stack_proba(model, stack: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Predictions ``[A, K, w, C]`` of the K rows of ``stack`` (``[K, P]`` shared by all A clients, one
+    GEMM; or ``[A, K, P]`` per client, one batched matmul) on ``x [A, w, d]``."""
+    a, w = x.shape[0], x.shape[1]
+    ncls = model.module.linear.out_features
+    x = x.flatten(2)
+    d = x.shape[2]
+    k = stack.shape[-2]
+    with torch.no_grad():
+        if stack.dim() == 2:
+            z = torch.addmm(stack[:, ncls * d:].reshape(k * ncls), x.reshape(a * w, d),
+                            stack[:, :ncls * d].reshape(k * ncls, d).T)
+        else:
+            z = torch.baddbmm(stack[..., ncls * d:].reshape(a, 1, k * ncls), x,
+                              stack[..., :ncls * d].reshape(a, k * ncls, d).transpose(1, 2))
+        return model.loss.predict(z.view(a, w, k, ncls).transpose(1, 2))
+
+
+def correct_counts(algo, datas: list[ClientData], shared: torch.Tensor, states: dict[str, torch.Tensor],
+                   gens, adapt: bool = False) -> np.ndarray:
+    """Correct test predictions ``[A]`` of A clients as one computation: ``adapt`` (unseen clients),
+    ``personalize`` and ``predict_proba`` of the algorithm, batched (``*_batch``), then the argmax.
+
+    ``shared``: ``[K, P]`` or ``[A, K, P]``; ``states``: the clients' rows ``[A, ...]`` (adapted in place);
+    ``gens``: a callable returning the clients' EVAL streams (drawn only where the algorithm
+    personalizes). Test samples are padded to a common width (padding is never counted); a
+    prediction differs from the loop's only where two classes' probabilities tie to float32 rounding.
+    """
+    from .base import Algorithm
+    a = len(datas)
+    tunes = type(algo).personalize_batch is not Algorithm.personalize_batch
+    if adapt or tunes:
+        block, sel = ClientBlock.pack(datas), np.arange(a)
+        if adapt:
+            algo.adapt_batch(block, sel, shared, states)
+        if tunes:
+            shared, states = algo.personalize_batch(block, sel, shared, states, gens())
+    m = np.array([d.n_test for d in datas], dtype=np.int64)
+    w = max(ALIGN, int(-(-m.max() // ALIGN) * ALIGN)) if a else ALIGN
+    x = torch.zeros((a, w, *datas[0].x_test.shape[1:]), dtype=datas[0].x_test.dtype) if a else None
+    y = torch.full((a, w), -1, dtype=torch.int64)          # -1: padding, never a class
+    for j, d in enumerate(datas):
+        x[j, :m[j]] = d.x_test
+        y[j, :m[j]] = d.y_test
+    if not a:
+        return np.zeros(0)
+    pred = algo.predict_batch(x, shared, states).argmax(dim=-1)
+    return (pred == y).sum(dim=1).double().numpy()

@@ -24,3 +24,8 @@ class FedAvg(Algorithm):
 
     def predict_proba(self, x, shared, state):
         return self.model.proba(shared, x)[0]
+
+    def predict_batch(self, x, shared, states):
+        """``predict_proba`` of A clients on ``x [A, w, d]`` (shared ``[1, P]`` or ``[A, 1, P]``): ``[A, w, C]``."""
+        from .batched import stack_proba
+        return stack_proba(self.model, shared, x)[:, 0]

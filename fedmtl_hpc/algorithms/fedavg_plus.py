@@ -43,3 +43,13 @@ class FedAvgPlus(FedAvg):
         lr = float(self.params.tune_lr) or self.lr
         local_sgd(self.model, tuned, data, tcfg, gen, lr=lr)
         return tuned, state
+
+    def personalize_batch(self, block, sel, shared, states, gens):
+        """``personalize`` of the clients ``sel`` of ``block``: their tuned copies ``[A, 1, P]``."""
+        from .batched import batched_sgd, expand_starts
+        tcfg = self.tune_config()
+        if tcfg is None:
+            return shared, states
+        tuned = expand_starts(shared, len(sel))
+        batched_sgd(self.model, tuned, block, sel, tcfg, gens, float(self.params.tune_lr) or self.lr)
+        return tuned, states

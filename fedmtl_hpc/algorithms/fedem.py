@@ -62,31 +62,74 @@ class FedEM(Algorithm):
         return LocalResult(theta, nll)
 
     def local_update_batch(self, block, sel, starts, states, gens):
-        """``local_update`` for the clients ``sel`` of ``block`` at once: one loss pass over their
-        samples (``[N, M]``), the E-step per sample, per-client means by segment, then batched SGD."""
-        from .batched import BatchResult, batched_sgd, block_losses, expand_starts, rows_of, segment_mean
-        n = block.n[sel]
+        """``local_update`` for the clients ``sel`` of ``block`` at once: the E-step per sample, folded
+        into batched SGD's first epoch (``batched.EStep``: computed on the rows each task gathers,
+        at step 0 from the logits that step uses); where local steps leave samples out of the first
+        epoch, one loss pass over the samples first (``[M, N]``) and per-client means by segment."""
+        from .batched import BatchResult, EStep, batched_sgd, block_losses, expand_starts, rows_of
+        n, log_pi = block.n[sel], torch.log(states["pi"])
+        theta = expand_starts(starts, len(sel))
+        if EStep.covers(n, self.cfg.train):
+            em = EStep(log_pi, starts)
+            batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr, estep=em)
+            states["pi"].copy_(em.pi)
+            return BatchResult(theta, em.nll.numpy())
         if starts.dim() == 2:
             losses, rows = block_losses(self.model, starts, block, sel)
         else:                                   # own stacks (gossip): one loss pass per client
-            losses = torch.cat([self.model.losses(starts[j], [(block.x[o:o + m], block.y[o:o + m])]).T
-                                for j, (o, m) in enumerate(zip(block.off[sel], n))]) if len(sel) else \
-                torch.zeros(0, self.n_shared)
+            losses = torch.cat([self.model.losses(starts[j], [(block.x[o:o + m], block.y[o:o + m])])
+                                for j, (o, m) in enumerate(zip(block.off[sel], n))], dim=1) if len(sel) else \
+                torch.zeros(self.n_shared, 0)
             rows = rows_of(block, sel)
-        log_pi = torch.log(states["pi"])                                            # [C, M]
-        a = log_pi.repeat_interleave(torch.from_numpy(n), dim=0) - losses            # [N_sel, M]
-        nll = -segment_mean(torch.logsumexp(a, dim=1)[:, None], n)[:, 0]
-        q = torch.softmax(a, dim=1)
-        states["pi"].copy_(segment_mean(q, n))
-        weights = q if rows is None else torch.zeros(block.x.shape[0], q.shape[1]).index_copy_(
-            0, torch.from_numpy(rows), q)
-        theta = expand_starts(starts, len(sel))
-        batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr, weights=weights)
+        nll, q, pi = _batched_e_step(log_pi, losses, n)
+        states["pi"].copy_(pi)
+        if rows is not None:                    # over the block's rows, as batched_sgd indexes them
+            q = torch.zeros(q.shape[0], block.x.shape[0]).index_copy_(1, torch.from_numpy(rows), q)
+        batched_sgd(self.model, theta, block, sel, self.cfg.train, gens, self.lr, weights=q)
         return BatchResult(theta, nll.double().numpy())
 
     def predict_proba(self, x, shared, state):
         return torch.einsum("m,mbc->bc", state["pi"], self.model.proba(shared, x))
 
+    def predict_batch(self, x, shared, states):
+        """``predict_proba`` of A clients on ``x [A, w, d]``: ``[A, w, C]``."""
+        from .batched import stack_proba
+        return torch.einsum("am,amwc->awc", states["pi"], stack_proba(self.model, shared, x))
+
     def adapt(self, data, shared, state):
         losses = self.model.losses(shared, data.iter_train())
         state["pi"].copy_(fit_mixture_weights(state["pi"].clone(), losses, self.params.adapt_iters))
+
+    def adapt_batch(self, block, sel, shared, states):
+        """``adapt`` of the clients ``sel`` of ``block`` at once: one loss pass, then EM on every
+        client's pi together, each client stopping at its own iteration as ``fit_mixture_weights``."""
+        from .batched import block_losses
+        n = block.n[sel]
+        losses = block_losses(self.model, shared, block, sel)[0]
+        pi = states["pi"].clone()
+        going = torch.ones(len(sel), dtype=torch.bool)
+        for _ in range(self.params.adapt_iters):
+            new = _batched_e_step(torch.log(pi), losses, n)[2]
+            done = (new - pi).abs().amax(dim=1) < 1e-10
+            pi = torch.where(going[:, None], new, pi)
+            going &= ~done
+            if not bool(going.any()):
+                break
+        states["pi"].copy_(pi)
+
+
+def _batched_e_step(log_pi: torch.Tensor, losses: torch.Tensor, n) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``e_step`` / ``mixture_nll`` of C clients whose samples are consecutive columns of ``losses [M, N]``
+    (``n [C]`` each, ``log_pi [C, M]``): nll ``[C]``, q ``[M, N]``, the new pi ``[C, M]``.
+
+    Samples run along the last dimension (the reductions over the M components are element-wise over
+    whole vectors), padded to a multiple of ``batched.ALIGN`` so exp/log never take torch's scalar
+    tail loop: a sample's result depends on the sample alone, not on where it sits (rank-count invariance).
+    """
+    from .batched import ALIGN, segment_mean
+    m = losses.shape[1]
+    a = torch.zeros(losses.shape[0], -(-m // ALIGN) * ALIGN, dtype=losses.dtype)
+    torch.sub(log_pi.T.repeat_interleave(torch.from_numpy(n), dim=1), losses, out=a[:, :m])
+    nll = -segment_mean(torch.logsumexp(a, dim=0)[None, :m], n)[:, 0]
+    q = torch.softmax(a, dim=0)[:, :m].contiguous()     # batched_sgd gathers from it: no strided copies
+    return nll, q, segment_mean(q, n)

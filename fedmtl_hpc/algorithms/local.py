@@ -34,3 +34,7 @@ class Local(Algorithm):
 
     def predict_proba(self, x, shared, state):
         return self.model.proba(state["params"], x)[0]
+
+    def predict_batch(self, x, shared, states):
+        from .batched import stack_proba
+        return stack_proba(self.model, states["params"], x)[:, 0]

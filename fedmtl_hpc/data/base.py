@@ -146,8 +146,10 @@ class ClientBlock:
             m = d.n_train
             if type(d) is not ClientData or o + m > total:
                 raise ValueError("clients do not fit a block")
-            if x is None:
-                x = torch.empty((total, *d.x_train.shape[1:]), dtype=d.x_train.dtype)
+            if x is None:   # numpy allocates: a large block gets transparent huge pages (fewer TLB misses
+                # in the batched path's row gathers); torch.empty would not ask for them
+                x = torch.from_numpy(np.empty((total, *d.x_train.shape[1:]),
+                                              dtype=torch.empty(0, dtype=d.x_train.dtype).numpy().dtype))
                 y = torch.empty(total, dtype=d.y_train.dtype)
             x[o:o + m].copy_(d.x_train)
             y[o:o + m].copy_(d.y_train)

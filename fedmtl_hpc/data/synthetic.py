@@ -25,9 +25,17 @@ import torch
 
 from .. import rng
 from ..config import DataConfig
-from .base import ClientData
+from .base import ClientBlock, ClientData
 
-__all__ = ["SyntheticMixture"]
+__all__ = ["SyntheticMixture", "components"]
+
+
+def components(g: np.random.Generator, pi: np.ndarray, n: int) -> np.ndarray:
+    """``g.choice(len(pi), size=n, p=pi)`` draw for draw (numpy's inverse cdf; tests/scale/test_lazy.py
+    checks it), without choice's per-call checks of p: ~12 us a client, every round when lazy."""
+    cdf = np.cumsum(pi)
+    cdf /= cdf[-1]
+    return cdf.searchsorted(g.random(n), side="right")
 
 
 class SyntheticMixture:
@@ -43,6 +51,7 @@ class SyntheticMixture:
         self.theta = g.uniform(-1.0, 1.0, size=(cfg.n_components, cfg.dim))  # [M, d] float64
         self._n: np.ndarray | None = None     # headers of all clients, once drawn (train_sizes)
         self._pi: np.ndarray | None = None
+        self._block_buf: tuple[np.ndarray, np.ndarray] | None = None   # train_block(reuse=True)
 
     def _header(self, cid: int) -> tuple[np.random.Generator, int, np.ndarray]:
         """Stream of client cid, its train size and mixture weights (first draws)."""
@@ -84,12 +93,49 @@ class SyntheticMixture:
         """Bytes one client's samples take in memory (train + test)."""
         return (n_train + self.cfg.test_per_client) * (4 * self.cfg.dim + 8)
 
-    def _draw(self, g: np.random.Generator, pi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, g: np.random.Generator, pi: np.ndarray, n: int,
+              scratch: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """n samples: x ``[n, d]`` float64 (in ``scratch[0]`` when given: no allocation) and y ``[n]``.
+
+        ``random`` into a buffer then ``2 r - 1`` is bit for bit ``uniform(-1, 1)`` (numpy computes
+        ``-1 + 2 r``; the product is exact), from the same draws of ``g``.
+        """
         d = self.cfg.dim
-        x = g.uniform(-1.0, 1.0, size=(n, d))
-        z = g.choice(len(pi), size=n, p=pi)
-        a = np.einsum("nd,nd->n", x, self.theta[z]) + g.normal(0.0, self.cfg.noise_std, size=n)
+        x, tz = scratch if scratch is not None else (np.empty((n, d)), np.empty((n, d)))
+        x, tz = x[:n], tz[:n]
+        g.random(out=x)
+        np.multiply(x, 2.0, out=x)
+        np.subtract(x, 1.0, out=x)
+        z = components(g, pi, n)
+        a = np.einsum("nd,nd->n", x, np.take(self.theta, z, axis=0, out=tz)) + g.normal(0.0, self.cfg.noise_std,
+                                                                                          size=n)
         return x, (a > 0).astype(np.int64)
+
+    def train_block(self, cids, reuse: bool = False) -> ClientBlock:
+        """The training samples of clients ``cids`` as one block, drawn straight into it: bit for bit
+        ``client(cid, test=False)`` of each, without per-client tensors (lazy clients, every round).
+
+        reuse: draw into this dataset's one block buffer (grown as needed, so a round does not fault in
+        and zero fresh pages for the samples; hundreds of MB at a million clients): the block is then
+        valid until the next ``reuse`` call."""
+        cids = np.asarray(cids, dtype=np.int64)
+        n = self._n[cids] if self._n is not None else np.array([self.train_size(int(c)) for c in cids], dtype=np.int64)
+        off = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if len(n) else n
+        d, big, total = self.cfg.dim, int(n.max()) if len(n) else 0, int(n.sum())
+        if reuse:
+            if self._block_buf is None or self._block_buf[1].shape[0] < total:
+                self._block_buf = None      # the old one goes before the new one comes
+                self._block_buf = (np.empty((total + total // 8, d), dtype=np.float32),
+                                   np.empty(total + total // 8, dtype=np.int64))
+            x, y = self._block_buf[0][:total], self._block_buf[1][:total]
+        else:
+            x, y = np.empty((total, d), dtype=np.float32), np.empty(total, dtype=np.int64)
+        scratch = (np.empty((big, d)), np.empty((big, d)))
+        for cid, o, m in zip(cids.tolist(), off.tolist(), n.tolist()):
+            g, _, pi = self._header(cid)
+            xs, y[o:o + m] = self._draw(g, pi, m, scratch)
+            x[o:o + m] = xs                 # float64 -> float32, rounded as torch's .to(float32)
+        return ClientBlock(torch.from_numpy(x), torch.from_numpy(y), off, n, cids)
 
     def client(self, cid: int, test: bool = True) -> ClientData:
         """Client cid's samples (test=False: training samples only, the test set left empty)."""

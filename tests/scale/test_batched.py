@@ -79,20 +79,53 @@ def test_a_subclass_that_overrides_local_update_falls_back():
                                                                                         eng.algo.factory, eng.device))
 
 
-def test_batch_plan_draws_exactly_what_sgd_batches_draws():
+@pytest.mark.parametrize("train", [{}, {"local_epochs": 2, "batch_size": 32}, {"local_steps": 5, "batch_size": 32},
+                                   {"local_steps": 2, "batch_size": 100}])
+def test_batch_plan_draws_exactly_what_sgd_batches_draws(train):
+    from dataclasses import replace
+
+    from fedmtl_hpc import rng
+    cfg = replace(_engine("fedavg", "on").cfg.train, **train)
+    n = np.array([5, 300, 129, 128, 0, 1, 64, 257], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(n)[:-1]])
+    for gens in ([rng.torch_stream(1, rng.TRAIN, c, 0) for c in range(len(n))],
+                 rng.TorchStreams(1, rng.TRAIN, range(len(n)), 0)):
+        _check_plan(batched.plan_batches(n, off, cfg, gens, rows=64), n, off, cfg)
+
+
+def _check_plan(plan, n, off, cfg):
     from fedmtl_hpc import rng
     from fedmtl_hpc.algorithms.sgd import batches
-    cfg = _engine("fedavg", "on").cfg.train
-    n = np.array([5, 300, 129, 128, 0, 1], dtype=np.int64)
-    off = np.concatenate([[0], np.cumsum(n)[:-1]])
-    plan = batched.plan_batches(n, off, cfg, [rng.torch_stream(1, rng.TRAIN, c, 0) for c in range(len(n))])
     for p, j in enumerate(plan.order):
         want = list(batches(int(n[j]), cfg, rng.torch_stream(1, rng.TRAIN, int(j), 0), "cpu"))
         assert plan.steps[p] == len(want)
         for s, b in enumerate(want):
-            assert int(plan.bs[p, s]) == len(b)
-            assert torch.equal(plan.idx[p, s, :len(b)].long(), b + int(off[j]))
+            assert torch.equal(plan.batch(p, s), b + int(off[j]))
     assert list(plan.active) == sorted(plan.active, reverse=True)
+    # the tasks cover every step of every client once (rows in increasing order), padded by repeating
+    # the batch's last row at weight 0
+    seen = {}
+    for t in plan.tasks:
+        rows = t.rows.view(len(t.ids), t.w)
+        for a, p in enumerate(t.ids.tolist()):
+            b = plan.batch(p, t.s).sort().values
+            assert (p, t.s) not in seen and torch.equal(rows[a, :len(b)], b) and bool((rows[a, len(b):] == b[-1]).all())
+            assert torch.equal(t.inv[a, 0, 0], torch.where(torch.arange(t.w) < len(b), 1.0 / len(b), 0.0))
+            first = t.s < -(-int(plan.n[p]) // cfg.batch_size)        # in the client's first epoch
+            assert torch.equal(t.once[a, 0, 0], ((torch.arange(t.w) < len(b)) & first).float())
+            seen[p, t.s] = True
+    assert len(seen) == int(plan.steps.sum())
+
+
+def test_vectorized_stream_seeds_equal_torch_stream():
+    from fedmtl_hpc import rng
+    cids = np.concatenate([np.arange(200), np.random.default_rng(1).integers(0, 2**32, 200), [2**32 - 1]])
+    for seed, purpose, rest in [(1234, rng.TRAIN, (7,)), (2**40 + 5, rng.EVAL, (0,)), (3, rng.DATA, ())]:
+        streams = rng.TorchStreams(seed, purpose, cids, *rest)
+        for j in (0, 5, 250, len(cids) - 1):
+            want = rng.torch_stream(seed, purpose, int(cids[j]), *rest)
+            assert streams[j].initial_seed() == want.initial_seed()
+    assert rng.TorchStreams(1, rng.TRAIN, [2**33], 0).seeds[0] == rng.torch_stream(1, rng.TRAIN, 2**33, 0).initial_seed()
 
 
 def _final(run_dir: Path) -> dict:
@@ -114,7 +147,36 @@ def test_batched_on_1_2_4_ranks_equals_the_loop(tmp_path, cfg_file, alg):
     want = _final(ref)
     for n in (1, 2, 4):
         d = tmp_path / f"b{n}"
-        fedmtl(["run", str(cfg), "--run-dir", str(d), "--set", "train.batched=on"], n=n, check=True)
+        fedmtl(["run", str(cfg), "--run-dir", str(d), "--set", "train.batched=on", "--set", "run.eval_every=3"],
+               n=n, check=True)
         got = _final(d)
         for k, v in want.items():
             np.testing.assert_allclose(got[k], v, rtol=0, atol=1e-6, err_msg=f"{alg} {k} at {n} ranks")
+
+
+@pytest.mark.parametrize("alg", BATCHED)
+@pytest.mark.parametrize("train", [{"participation": 0.5}, {"participation": 0.3, "local_steps": 3, "batch_size": 16}])
+def test_batched_evaluation_and_unseen_adaptation_equal_the_loop(alg, train):
+    """Evaluation (personalization, unseen adaptation) on the batched path: the same per-client
+    correct counts as the loop (ties to float32 rounding do not occur on this data)."""
+    ref, _ = _run(alg, "off", **train)
+    got, _ = _run(alg, "on", **train)
+    a, b = ref.evaluate(), got.evaluate()
+    np.testing.assert_array_equal(b["_client_test_acc"], a["_client_test_acc"])
+    np.testing.assert_array_equal(b["_unseen_test_acc"], a["_unseen_test_acc"])
+    assert b["test_acc_mean"] == a["test_acc_mean"] and b["test_acc_unseen"] == a["test_acc_unseen"]
+
+
+def test_batched_fedem_adaptation_equals_fit_mixture_weights():
+    from fedmtl_hpc.algorithms.fedem import fit_mixture_weights
+    from fedmtl_hpc.data.base import ClientBlock
+    eng, _ = _run("fedem", "on")
+    datas = eng.unseen
+    block = ClientBlock.pack(datas)
+    states = {"pi": torch.stack([eng.algo.init_state(d.cid)["pi"] for d in datas])}
+    eng.algo.adapt_batch(block, np.arange(len(datas)), eng.shared, states)
+    for j, d in enumerate(datas):
+        want = fit_mixture_weights(eng.algo.init_state(d.cid)["pi"], eng.model.losses(eng.shared, d.iter_train()),
+                                   eng.algo.params.adapt_iters)
+        torch.testing.assert_close(states["pi"][j], want, rtol=0, atol=1e-6)
+

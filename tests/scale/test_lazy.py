@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fedmtl_hpc.config import parse_config
-from fedmtl_hpc.data.synthetic import SyntheticMixture
+from fedmtl_hpc.data.synthetic import SyntheticMixture, components
 from fedmtl_hpc.engine import eval_selection
 from tests.conftest import engine_for
 
@@ -61,3 +61,35 @@ def test_eval_selection_is_seeded_and_sized():
     tr2, _ = eval_selection(5, 10, 1000, 20, 100)
     assert np.array_equal(tr, tr2) and not np.array_equal(tr, eval_selection(5, 20, 1000, 20, 100)[0])
     assert eval_selection(5, 10, 50, 3, 0)[0].all() and eval_selection(5, 10, 50, 3, 60)[0].all()
+
+
+def test_train_block_is_bitwise_the_clients():
+    """The lazy path's one-block regeneration draws exactly ``client(cid, test=False)``."""
+    cfg = parse_config({"data": {"n_clients": 40, "unseen_clients": 2}})
+    ds = SyntheticMixture(cfg.data, 11)
+    cids = [0, 5, 17, 39, 41]
+    block = ds.train_block(cids)
+    for j, cid in enumerate(cids):
+        c = ds.client(cid, test=False)
+        o, m = int(block.off[j]), int(block.n[j])
+        assert m == c.n_train and torch.equal(block.x[o:o + m], c.x_train) and torch.equal(block.y[o:o + m], c.y_train)
+    ds.train_sizes()                                 # headers kept: sizes looked up, not drawn
+    for cids in ([3, 9, 40], [1, 2, 3, 4, 5, 6, 7, 8, 39], [20]):   # one buffer, grown, then reused
+        block = ds.train_block(cids, reuse=True)
+        for j, cid in enumerate(cids):
+            c = ds.client(cid, test=False)
+            o, m = int(block.off[j]), int(block.n[j])
+            assert torch.equal(block.x[o:o + m], c.x_train) and torch.equal(block.y[o:o + m], c.y_train)
+
+
+def test_component_draws_are_numpys_choice():
+    """``_draw`` picks components by numpy's inverse cdf, as ``Generator.choice(p=...)`` does: the same
+    indices and the same stream position after (so the data set is unchanged)."""
+    r = np.random.default_rng(5)
+    for _ in range(300):
+        m = int(r.integers(1, 6))
+        pi = r.dirichlet(np.full(m, float(r.choice([0.05, 0.4, 5.0]))))
+        n, seed = int(r.integers(0, 1200)), int(r.integers(0, 2**32))
+        g1, g2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        want, got = g1.choice(m, size=n, p=pi), components(g2, pi, n)
+        assert np.array_equal(got, want) and got.dtype == want.dtype and g1.random() == g2.random()
