@@ -79,7 +79,7 @@ else
   [ -x "$py" ] || "$PYTHON" -m venv "$VENV" || die "cannot create $VENV"
   read -r -a pip_args <<<"$PIP_ARGS"
   pip=("$py" -m pip --disable-pip-version-check -q)
-  "${pip[@]}" install "${pip_args[@]}" numpy h5py pyyaml matplotlib
+  "${pip[@]}" install "${pip_args[@]}" numpy h5py pyyaml scipy matplotlib
   torch_args=()
   [ -n "$TORCH_INDEX" ] && torch_args=(--index-url "$TORCH_INDEX")
   say "installing $TORCH_SPEC${TORCH_INDEX:+ from $TORCH_INDEX}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local set-up: a virtual environment with torch, numpy, h5py, pyyaml, pytest, hypothesis,
+# Local set-up: a virtual environment with torch, numpy, h5py, pyyaml, scipy, pytest, hypothesis,
 # mpi4py + the MPICH wheel, matplotlib (the `plot` extra: `report` figures,
 # partition/topology --png), debugpy (the `debug` extra: --debug-rank), and
 # fedmtl_hpc in editable mode.
