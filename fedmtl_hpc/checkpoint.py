@@ -48,6 +48,7 @@ identical runs write byte-identical files.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -152,6 +153,10 @@ def _commit(final: str, write, what: str, *dirs: str) -> None:
     except BaseException as exc:
         _discard(tmp)
         cause = storage_cause(exc)
+        known = cause is not None and (getattr(cause, "errno", None) or "errno" in str(cause))
+        if not known and isinstance(exc, Exception) and not os.path.isdir(os.path.dirname(final)):
+            # the directory vanished under the write: HDF5's message then often has no errno
+            cause = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         if cause is not None:
             raise storage_error(what, final, cause) from None
         raise

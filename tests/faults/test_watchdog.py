@@ -58,6 +58,9 @@ def cleanup(run_dir: Path, proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.communicate()
+    deadline = time.time() + 10   # a SIGKILLed rank needs a moment to leave the process table under load
+    while rank_pids(str(run_dir)) and time.time() < deadline:
+        time.sleep(0.1)
 
 
 def report_table(err: str) -> dict[int, str]:
